@@ -1,0 +1,98 @@
+"""Explicit configs for the model, the teacher and the adaptation engine.
+
+Every choice METHOD.md leaves open is a field here with a default; the README explains the
+defaults.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .labels import CLASS_NAMES
+
+MODES = ("none", "kd", "ocl", "kd+ocl", "tent")
+PROTOCOLS = ("continual", "episodic")
+ORDERS = ("adapt_then_predict", "predict_then_adapt")
+SCHEDULES = ("sync", "async")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+ADAPT_PARAMS = ("backbone", "backbone_bn", "all")
+
+# Sparse U-Net channel widths: stem, 4 encoder stages, 4 decoder stages.
+BACKBONE_WIDTHS: dict[str, tuple[int, ...]] = {
+    "tiny": (16, 16, 32, 64, 64, 64, 48, 32, 32),
+    "base": (32, 32, 64, 128, 256, 256, 128, 96, 96),  # SpUNet-style widths
+}
+TEACHER_DIMS: dict[str, int] = {
+    "vit_small_patch14_dinov2": 384,
+    "vit_base_patch14_dinov2": 768,
+    "vit_large_patch14_dinov2": 1024,
+}
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "tiny"  # key of BACKBONE_WIDTHS
+    in_channels: int = 4  # per-point input features: x, y, z, intensity
+    num_classes: int = len(CLASS_NAMES)
+    feat_dim: int = 384  # rho_2D output size = teacher feature size
+    head: str = "linear"  # "linear" or "mlp" (2-layer)
+    voxel_size: float = 0.1  # metres
+    blocks_per_stage: int = 1
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TeacherConfig:
+    name: str = "vit_small_patch14_dinov2"
+    weights: str = ""  # local checkpoint file; empty = hub when online, else seeded random
+    image_height: int = 224  # resized height (rounded to a multiple of 14), aspect kept
+    seed: int = 0  # init seed for the random-weights fallback
+
+    @property
+    def feat_dim(self) -> int:
+        return TEACHER_DIMS[self.name]
+
+
+@dataclass
+class AdaptConfig:
+    mode: str = "kd+ocl"
+    protocol: str = "continual"
+    order: str = "adapt_then_predict"
+    schedule: str = "sync"
+    max_steps: int = 1
+    budget_ms: float = 100.0  # per-frame adaptation budget; 0 = inference only
+    optimizer: str = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    params: str = "backbone"  # which parameters adapt, see ADAPT_PARAMS
+    w_kd: float = 1.0
+    w_ocl: float = 1.0
+    ocl_pos_coeff: float = 3.0
+    ocl_neg_coeff: float = 1.0
+    # BN statistics while adapting: prior * source + (1 - prior) * batch (OCL: 0.85);
+    # 1.0 = source statistics only, 0.0 = batch statistics only (TENT)
+    bn_prior: float = 1.0
+    restore_prob: float = 0.0  # stochastic restoration probability per element (OCL: 0.01)
+    max_points: int = 200_000  # larger clouds are subsampled for the model, all points labeled
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field."""
+        checks = {
+            "mode": self.mode in MODES, "protocol": self.protocol in PROTOCOLS,
+            "order": self.order in ORDERS, "schedule": self.schedule in SCHEDULES,
+            "optimizer": self.optimizer in OPTIMIZERS, "params": self.params in ADAPT_PARAMS,
+            "max_steps": self.max_steps >= 0, "budget_ms": self.budget_ms >= 0,
+            "lr": self.lr >= 0, "bn_prior": 0.0 <= self.bn_prior <= 1.0,
+            "restore_prob": 0.0 <= self.restore_prob <= 1.0, "max_points": self.max_points > 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"invalid adaptation.{name}: {getattr(self, name)!r}")
