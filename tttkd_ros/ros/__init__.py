@@ -1,0 +1,1 @@
+"""The rclpy boundary: message <-> numpy conversion, synchronisation, the node."""
