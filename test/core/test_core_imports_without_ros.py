@@ -33,7 +33,7 @@ print(len(names))
 
 
 def test_core_imports_with_ros_hidden() -> None:
-    result = subprocess.run([sys.executable, "-c", HIDE_ROS_AND_IMPORT_CORE], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-c", HIDE_ROS_AND_IMPORT_CORE], check=False, cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.strip().splitlines()[-1]) >= 3  # frame, labels, config at least

@@ -5,14 +5,13 @@ defaults.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 from .labels import CLASS_NAMES
 
 MODES = ("none", "kd", "ocl", "kd+ocl", "tent")
 PROTOCOLS = ("continual", "episodic")
 ORDERS = ("adapt_then_predict", "predict_then_adapt")
-SCHEDULES = ("sync", "async")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 ADAPT_PARAMS = ("backbone", "backbone_bn", "all")
 
@@ -39,7 +38,7 @@ class ModelConfig:
     blocks_per_stage: int = 1
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
 
     def to_dict(self) -> dict:
@@ -63,7 +62,6 @@ class AdaptConfig:
     mode: str = "kd+ocl"
     protocol: str = "continual"
     order: str = "adapt_then_predict"
-    schedule: str = "sync"
     max_steps: int = 1
     budget_ms: float = 100.0  # per-frame adaptation budget; 0 = inference only
     optimizer: str = "sgd"
@@ -79,19 +77,17 @@ class AdaptConfig:
     # 1.0 = source statistics only, 0.0 = batch statistics only (TENT)
     bn_prior: float = 1.0
     restore_prob: float = 0.0  # stochastic restoration probability per element (OCL: 0.01)
-    max_points: int = 200_000  # larger clouds are subsampled for the model, all points labeled
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
         checks = {
             "mode": self.mode in MODES, "protocol": self.protocol in PROTOCOLS,
-            "order": self.order in ORDERS, "schedule": self.schedule in SCHEDULES,
+            "order": self.order in ORDERS,
             "optimizer": self.optimizer in OPTIMIZERS, "params": self.params in ADAPT_PARAMS,
             "max_steps": self.max_steps >= 0, "budget_ms": self.budget_ms >= 0,
             "lr": self.lr >= 0, "bn_prior": 0.0 <= self.bn_prior <= 1.0,
-            "restore_prob": 0.0 <= self.restore_prob <= 1.0, "max_points": self.max_points > 0,
+            "restore_prob": 0.0 <= self.restore_prob <= 1.0,
         }
         for name, ok in checks.items():
             if not ok:
