@@ -1,0 +1,59 @@
+"""Batch norm with OCL's statistics modulation (METHOD.md, OCL 7)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PriorBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d over (M, C) features that can mix source and batch statistics.
+
+    `prior is None`: ordinary BatchNorm1d (batch statistics and running-stat updates in train
+    mode, running statistics in eval mode).
+    `prior = p` in [0, 1], in either mode: normalise with
+    `mean = p * running_mean + (1 - p) * batch_mean` and
+    `var = p * running_var + (1 - p) * batch_var_unbiased`; the running statistics are never
+    written and no gradient flows through the batch statistics. p = 1 is exactly eval-mode
+    normalisation; p = 0 is normalisation by the batch's own (unbiased) statistics. A batch
+    of fewer than 2 rows has no unbiased variance and uses the running statistics.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-3, momentum: float = 0.1,
+                 prior: float | None = None) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.prior = prior
+
+    @property
+    def prior(self) -> float | None:
+        return self._prior
+
+    @prior.setter
+    def prior(self, value: float | None) -> None:
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(f"batch-norm prior must be None or in [0, 1], got {value}")
+        self._prior = None if value is None else float(value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (M, C) -> (M, C)."""
+        if self._prior is None:
+            return super().forward(x)
+        mean, var = self.running_mean, self.running_var
+        if self._prior < 1.0 and x.shape[0] > 1:
+            with torch.no_grad():  # statistics are constants for the gradient
+                batch_var, batch_mean = torch.var_mean(x, dim=0, correction=1)
+            mean = self._prior * mean + (1.0 - self._prior) * batch_mean
+            var = self._prior * var + (1.0 - self._prior) * batch_var
+        # training=False: normalise with the given statistics and leave the buffers alone
+        return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, prior={self._prior}"
+
+
+def set_bn_prior(module: nn.Module, prior: float | None) -> int:
+    """Set `prior` on every PriorBatchNorm1d inside `module`; returns how many were set."""
+    layers = [m for m in module.modules() if isinstance(m, PriorBatchNorm1d)]
+    for layer in layers:
+        layer.prior = prior
+    return len(layers)
