@@ -27,3 +27,11 @@ def test_cpu_timer_measures_a_block() -> None:
     with StepTimer(torch.device("cpu")).measure(times):
         torch.ones(1000).sum()
     assert len(times) == 1 and times[0] >= 0.0
+
+
+def test_refused_frames_age_out_a_slow_measurement() -> None:
+    planner = BudgetPlanner(history=2)
+    planner.record(50.0)  # one slow step, far over a 10 ms budget
+    assert not planner.fits(0.0, 10.0)
+    planner.refused_frame()
+    assert planner.fits(0.0, 10.0)  # history empty: probe again

@@ -43,6 +43,9 @@ class BudgetPlanner:
     The next step is predicted to cost as much as the slowest of the last few steps (a
     conservative estimate, so the frame overruns by at most one step's real time when a step
     is unexpectedly slow). With no history the first step is allowed so that a cost exists.
+    A frame that gets no step forgets the oldest measurement, so one slow outlier (or a
+    budget raised later) cannot block adaptation for good: after `history` refused frames
+    the planner probes again.
     """
 
     def __init__(self, history: int = 8) -> None:
@@ -61,3 +64,7 @@ class BudgetPlanner:
 
     def record(self, step_ms: float) -> None:
         self.recent_ms.append(step_ms)
+
+    def refused_frame(self) -> None:
+        if self.recent_ms:
+            self.recent_ms.popleft()

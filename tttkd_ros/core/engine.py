@@ -95,7 +95,7 @@ class AdaptationEngine:
     # -- per frame -----------------------------------------------------------------------
 
     def process(self, frame: Frame) -> Prediction:
-        points = torch.from_numpy(np.ascontiguousarray(frame.points, dtype=np.float32))
+        points = torch.tensor(np.asarray(frame.points, dtype=np.float32))  # own copy
         finite = torch.isfinite(points).all(dim=1).numpy()
         pts = points[torch.from_numpy(finite)].to(self.device)
         stats = FrameStats(budget_ms=self.cfg.budget_ms if self.adapting else 0.0)
@@ -153,6 +153,8 @@ class AdaptationEngine:
                 stats.events.append(event)
             if first_logits is None:
                 first_logits = logits
+        if stats.steps == 0:
+            self.planner.refused_frame()
         stats.adapt_ms = sum(step_times)
         stats.over_budget = stats.adapt_ms > cfg.budget_ms
         return first_logits if cfg.order == "predict_then_adapt" else None

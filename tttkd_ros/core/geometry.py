@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .frame import CameraView
 
 
 @dataclass
@@ -154,3 +157,13 @@ def _smallest_positive_root(coeffs: torch.Tensor) -> float:
     roots = torch.linalg.eigvals(companion)
     real = roots.real[(roots.imag.abs() <= 1e-9 * roots.abs().clamp(min=1.0)) & (roots.real > 0)]
     return float(real.min()) if real.numel() else float("inf")
+
+
+def project_view(xyz_lidar: torch.Tensor, view: CameraView) -> Projection:
+    """`project_points` with the calibration of a CameraView (numpy arrays, copied to the
+    points' device and dtype)."""
+    def tensor(array) -> torch.Tensor:
+        return torch.tensor(np.asarray(array), dtype=xyz_lidar.dtype, device=xyz_lidar.device)
+
+    return project_points(xyz_lidar, tensor(view.K), tensor(view.T_cam_lidar), view.size,
+                          D=tensor(view.D))

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from .frame import MASK_NONE, CameraView
-from .geometry import project_points
+from .geometry import project_view
 
 
 def render_mask(xyz: torch.Tensor, labels: np.ndarray, view: CameraView) -> np.ndarray:
@@ -17,9 +17,7 @@ def render_mask(xyz: torch.Tensor, labels: np.ndarray, view: CameraView) -> np.n
     mask = np.full((height, width), MASK_NONE, dtype=np.uint8)
     if xyz.shape[0] == 0:
         return mask
-    proj = project_points(
-        xyz, _as(view.K, xyz), _as(view.T_cam_lidar, xyz), (height, width), D=_as(view.D, xyz)
-    )
+    proj = project_view(xyz, view)
     keep = proj.visible.cpu().numpy() & (labels < MASK_NONE)
     if not keep.any():
         return mask
@@ -36,7 +34,3 @@ def render_mask(xyz: torch.Tensor, labels: np.ndarray, view: CameraView) -> np.n
     chosen = order[first]
     mask.reshape(-1)[pixel[chosen]] = vis_labels[chosen].astype(np.uint8)
     return mask
-
-
-def _as(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(array), dtype=like.dtype, device=like.device)

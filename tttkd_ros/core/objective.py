@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .config import AdaptConfig
 from .frame import CameraView
-from .geometry import project_points, sample_grid
+from .geometry import project_view, sample_grid
 from .losses import entropy_loss, kd_loss, ocl_loss
 
 
@@ -42,13 +41,7 @@ def teacher_targets(teacher, xyz: torch.Tensor, cameras: list[CameraView]) -> Kd
     index, feats = [], []
     for view in cameras:
         grid = teacher.features(view.image)
-        proj = project_points(
-            xyz,
-            torch.as_tensor(np.asarray(view.K), dtype=xyz.dtype, device=xyz.device),
-            torch.as_tensor(np.asarray(view.T_cam_lidar), dtype=xyz.dtype, device=xyz.device),
-            view.size,
-            D=torch.as_tensor(np.asarray(view.D), dtype=xyz.dtype, device=xyz.device),
-        )
+        proj = project_view(xyz, view)
         visible = proj.visible.nonzero().squeeze(1)
         index.append(visible)
         feats.append(sample_grid(grid.to(xyz.dtype), proj.uv[visible], view.size))

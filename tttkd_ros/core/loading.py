@@ -1,0 +1,90 @@
+"""Build a ready-to-run AdaptationEngine from a checkpoint path and the configs.
+
+Used by the node (and by any tool that starts from a checkpoint file): loads the model, checks
+that it fits the configured teacher, loads the teacher, and warms everything up so that the
+first real frame does not pay for kernel selection and allocator growth.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .budget import BudgetPlanner
+from .checkpoint import load_checkpoint
+from .config import AdaptConfig, TeacherConfig
+from .engine import AdaptationEngine
+from .frame import CameraView, Frame
+from .teacher import DinoTeacher
+
+
+@dataclass
+class LoadedEngine:
+    """The engine plus the checkpoint facts an output needs (class names, palette)."""
+
+    engine: AdaptationEngine
+    class_names: list[str]
+    palette: np.ndarray  # (C, 3) uint8 RGB
+
+
+def load_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,
+                device: torch.device | str) -> LoadedEngine:
+    """Load the checkpoint and the teacher onto `device` and build the engine.
+
+    Raises FileNotFoundError / ValueError whose message says what to change.
+    """
+    if not checkpoint:
+        raise ValueError("no checkpoint given: set the parameter `checkpoint` to a model file "
+                         "written by `tttkd train` (e.g. -p checkpoint:=/path/model.pt)")
+    try:
+        loaded = load_checkpoint(checkpoint, device, expect={
+            "teacher_name": teacher.name, "feat_dim": teacher.feat_dim})
+    except ValueError as exc:
+        raise ValueError(f"{exc}. Set teacher.name to the teacher the checkpoint was trained "
+                         "with, or use a checkpoint trained for this teacher.") from exc
+    dino = DinoTeacher(teacher, device)
+    engine = AdaptationEngine(loaded.model, adapt, dino, device)
+    return LoadedEngine(engine, loaded.class_names, loaded.palette)
+
+
+def build_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,
+                 device: torch.device | str) -> AdaptationEngine:
+    """`load_engine` for callers that need only the engine."""
+    return load_engine(checkpoint, adapt, teacher, device).engine
+
+
+def warm_up_frame(points: int = 2048, image_hw: tuple[int, int] = (64, 128),
+                  seed: int = 0) -> Frame:
+    """A synthetic frame: `points` random points ahead of the sensor (x forward) and one
+    camera looking along +x that sees most of them, so the teacher and KD path run too."""
+    rng = np.random.default_rng(seed)
+    xyz = rng.uniform((2.0, -6.0, -2.0), (30.0, 6.0, 2.0), size=(points, 3))
+    cloud = np.concatenate([xyz, rng.uniform(0, 1, size=(points, 1))], axis=1)
+    h, w = image_hw
+    K = np.array([[w / 2, 0, w / 2], [0, w / 2, h / 2], [0, 0, 1]], dtype=np.float64)
+    T = np.eye(4)
+    T[:3, :3] = [[0, -1, 0], [0, 0, -1], [1, 0, 0]]  # LiDAR (x fwd, z up) -> optical
+    image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    view = CameraView(name="warm_up", image=image, K=K, T_cam_lidar=T)
+    return Frame(points=cloud.astype(np.float32), cameras=[view])
+
+
+def warm_up(engine: AdaptationEngine, frame: Frame | None = None) -> None:
+    """Run one frame through the engine (teacher, forward, backward, optimizer step), then
+    put it back as it was: source weights, fresh optimizer, no step-time history, reset
+    count and restoration RNG unchanged. Warm-up step times are not representative (first
+    calls select kernels), so they must not steer the budget planner."""
+    frame = frame or warm_up_frame()
+    resets, enabled = engine.resets, engine.enabled
+    if engine.teacher is not None:
+        engine.teacher.features(frame.cameras[0].image)  # also when the mode has no KD
+    engine.enabled = True  # adaptation may be switched on later: warm its backward pass too
+    try:
+        engine.process(frame)
+    finally:
+        engine.enabled = enabled
+    engine.reset()
+    engine.resets = resets
+    engine.planner = BudgetPlanner()
+    engine.generator.manual_seed(engine.cfg.seed)

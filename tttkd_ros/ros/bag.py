@@ -1,0 +1,437 @@
+"""rosbag2 (sqlite3 or mcap) writing and reading of labeled drives with `rosbags`, no rclpy.
+
+A drive bag is self-contained for evaluation; every message's bag time is its header stamp:
+
+    /points               sensor_msgs/PointCloud2  x, y, z, intensity FLOAT32; frame `lidar`
+    /CAM/image            sensor_msgs/Image        rgb8; frame `CAM_optical`
+    /CAM/camera_info      sensor_msgs/CameraInfo   plumb_bob K, D, R = I, P = K [I | 0], size
+    /tf_static            tf2_msgs/TFMessage       lidar -> CAM_optical per camera, written
+                                                   once at the start, offered transient_local
+    /ground_truth/points  sensor_msgs/PointCloud2  x, y, z FLOAT32, label UINT32 (raw
+                                                   SemanticKITTI id), same stamp as /points
+
+Reading pairs each cloud with its cameras through the node's FrameSynchronizer, with `now`
+the bag time, so offline frames are the ones the node would build.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from rosbags.highlevel import AnyReader, AnyReaderError
+from rosbags.interfaces import (
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from ..core.frame import CameraView, Frame
+from .convert import (
+    ConversionError,
+    array_to_image,
+    camera_info_to_calib,
+    check_image_matches_info,
+    image_to_rgb,
+    pointcloud2_to_xyzi,
+    xyzi_fields_to_pointcloud2,
+)
+from .convert_base import message_bytes
+from .extrinsics import extrinsic_matrix
+from .pointcloud import POINTFIELD_NUMPY
+from .sync import FrameSynchronizer, SyncedFrame
+
+POINTS_TOPIC = "/points"
+LABELS_TOPIC = "/ground_truth/points"
+TF_STATIC_TOPIC = "/tf_static"
+LIDAR_FRAME = "lidar"
+STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
+CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+_NS = 1_000_000_000
+_LABEL_TYPES = (6, 4, 5)  # PointField UINT32, UINT16, INT32
+# latched like a tf2 static broadcaster: late subscribers still get the transforms
+_LATCHED = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
+               QosTime(0, 0), QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False)
+
+
+class BagError(ValueError):
+    """A bag that cannot be evaluated; the text names the bag and what is missing or wrong."""
+
+
+@dataclass
+class LabeledFrame:
+    """A frame as the engine gets it, plus its ground truth: labels (N,) uint32 raw
+    SemanticKITTI ids aligned with frame.points, or None when the bag holds none for it."""
+
+    frame: Frame
+    labels: np.ndarray | None
+
+
+class BagTopic(NamedTuple):
+    msgtype: str
+    count: int
+    latched: bool  # offered transient_local (e.g. /tf_static): a player must latch it too
+
+
+def image_topic(camera: str) -> str:
+    return f"/{camera}/image"
+
+
+def info_topic(camera: str) -> str:
+    return f"/{camera}/camera_info"
+
+
+@lru_cache(maxsize=1)
+def _typestore():
+    return get_typestore(Stores.ROS2_JAZZY)
+
+
+def _msg(name: str) -> type:
+    return _typestore().types[name]
+
+
+# -- writing -------------------------------------------------------------------------------
+
+def _header(stamp_ns: int, frame_id: str) -> Any:
+    stamp = _msg("builtin_interfaces/msg/Time")(sec=stamp_ns // _NS, nanosec=stamp_ns % _NS)
+    return _msg("std_msgs/msg/Header")(stamp=stamp, frame_id=frame_id)
+
+
+def _quaternion(R: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation -> unit quaternion (x, y, z, w), stable for any angle (Shepperd)."""
+    trace = np.trace(R)
+    i = int(np.argmax([trace, R[0, 0], R[1, 1], R[2, 2]]))
+    if i == 0:
+        w = np.sqrt(1.0 + trace) / 2
+        q = [(R[2, 1] - R[1, 2]) / (4 * w), (R[0, 2] - R[2, 0]) / (4 * w),
+             (R[1, 0] - R[0, 1]) / (4 * w), w]
+    else:
+        a, b, c = (i - 1, i % 3, (i + 1) % 3)
+        s = np.sqrt(1.0 + R[a, a] - R[b, b] - R[c, c]) * 2
+        q = [0.0, 0.0, 0.0, (R[c, b] - R[b, c]) / s]
+        q[a], q[b], q[c] = s / 4, (R[a, b] + R[b, a]) / s, (R[a, c] + R[c, a]) / s
+    return np.asarray(q) / np.linalg.norm(q)
+
+
+def _tf_static(stamp_ns: int, lidar_frame: str, cameras: list[CameraView]) -> Any:
+    """TFMessage: parent lidar_frame, child each camera's optical frame (T_lidar_cam)."""
+    vec, quat = _msg("geometry_msgs/msg/Vector3"), _msg("geometry_msgs/msg/Quaternion")
+    transforms = []
+    for view in cameras:
+        T = np.linalg.inv(np.asarray(view.T_cam_lidar, dtype=np.float64))
+        x, y, z, w = _quaternion(T[:3, :3])
+        transform = _msg("geometry_msgs/msg/Transform")(
+            translation=vec(x=T[0, 3], y=T[1, 3], z=T[2, 3]), rotation=quat(x=x, y=y, z=z, w=w))
+        transforms.append(_msg("geometry_msgs/msg/TransformStamped")(
+            header=_header(stamp_ns, lidar_frame), child_frame_id=_camera_frame(view.name),
+            transform=transform))
+    return _msg(TF_TYPE)(transforms=transforms)
+
+
+def _camera_frame(camera: str) -> str:
+    return f"{camera}_optical"
+
+
+def _camera_info(header: Any, view: CameraView) -> Any:
+    K = np.asarray(view.K, dtype=np.float64).reshape(3, 3)
+    D = np.zeros(5)
+    D[:len(view.D)] = view.D  # plumb_bob with 4 coefficients: k3 = 0
+    P = np.concatenate([K, np.zeros((3, 1))], axis=1)
+    height, width = view.size
+    return _msg(INFO_TYPE)(
+        header=header, height=height, width=width, distortion_model="plumb_bob", d=D,
+        k=K.reshape(-1), r=np.eye(3).reshape(-1), p=P.reshape(-1), binning_x=0, binning_y=0,
+        roi=_msg("sensor_msgs/msg/RegionOfInterest")(
+            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+
+def _cloud(header: Any, columns: dict[str, np.ndarray]) -> Any:
+    return xyzi_fields_to_pointcloud2(header, columns, _msg(CLOUD_TYPE),
+                                      _msg("sensor_msgs/msg/PointField"))
+
+
+class _BagWriter:
+    """Connections are added on first use, so a drive without labels gets no label topic."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+        self.connections: dict[str, Any] = {}
+
+    def write(self, topic: str, stamp_ns: int, msg: Any, latched: bool = False) -> None:
+        msgtype = msg.__msgtype__
+        if topic not in self.connections:
+            self.connections[topic] = self.writer.add_connection(
+                topic, msgtype, typestore=_typestore(),
+                offered_qos_profiles=[_LATCHED] if latched else [])
+        self.writer.write(self.connections[topic], stamp_ns,
+                          _typestore().serialize_cdr(msg, msgtype))
+
+
+def write_drive_bag(path: str | Path, frames: Iterable[Any], storage: str = "sqlite3",
+                    lidar_frame: str = LIDAR_FRAME) -> int:
+    """Write `frames` (SynthFrame, KittiFrame or core Frame: points (N, 4) float32, cameras
+    list[CameraView], stamp_ns; optional labels (N,) raw ids) as a new rosbag2 folder.
+
+    The cameras of the first frame define the camera topics and /tf_static (written at the
+    first stamp); a later frame may lack a camera but may not add one. Returns the number
+    of frames written. Raises ValueError for an unknown storage or camera, and rosbags'
+    WriterError if `path` exists.
+    """
+    if storage not in STORAGES:
+        raise ValueError(f"unknown bag storage {storage!r}; choose one of {sorted(STORAGES)}")
+    count = 0
+    with Writer(Path(path), version=9, storage_plugin=STORAGES[storage]) as writer:
+        out = _BagWriter(writer)
+        names: list[str] | None = None
+        for frame in frames:
+            stamp = int(frame.stamp_ns)
+            if names is None:
+                names = [v.name for v in frame.cameras]
+                if frame.cameras:
+                    out.write(TF_STATIC_TOPIC, stamp,
+                              _tf_static(stamp, lidar_frame, frame.cameras), latched=True)
+            extra = [v.name for v in frame.cameras if v.name not in names]
+            if extra:
+                raise ValueError(f"frame {count} at {stamp} has cameras {extra} that the "
+                                 f"first frame lacks ({names}); the bag's topics are fixed")
+            points = np.asarray(frame.points, dtype=np.float32)
+            xyz = {"x": points[:, 0], "y": points[:, 1], "z": points[:, 2]}
+            header = _header(stamp, lidar_frame)
+            out.write(POINTS_TOPIC, stamp, _cloud(header, {**xyz, "intensity": points[:, 3]}))
+            if getattr(frame, "labels", None) is not None:  # a core Frame has none
+                labels = np.asarray(frame.labels, dtype=np.uint32)
+                out.write(LABELS_TOPIC, stamp, _cloud(header, {**xyz, "label": labels}))
+            for view in frame.cameras:
+                cam_header = _header(stamp, _camera_frame(view.name))
+                out.write(info_topic(view.name), stamp, _camera_info(cam_header, view))
+                out.write(image_topic(view.name), stamp, array_to_image(
+                    cam_header, view.image, "rgb8", _msg(IMAGE_TYPE)))
+            count += 1
+    return count
+
+
+# -- reading -------------------------------------------------------------------------------
+
+def _open(path: str | Path) -> AnyReader:
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"bag not found: {path}")
+    try:
+        return AnyReader([path], default_typestore=_typestore())
+    except (AnyReaderError, FileNotFoundError) as err:  # no metadata.yaml: FileNotFoundError
+        raise BagError(f"{path} is not a readable rosbag2 bag: {err}") from err
+
+
+def topic_info(path: str | Path) -> dict[str, BagTopic]:
+    """topic -> (message type, message count, latched) for every topic in the bag."""
+    try:
+        with _open(path) as reader:
+            conns: dict[str, list[Any]] = {}
+            for conn in reader.connections:
+                conns.setdefault(conn.topic, []).append(conn)
+    except AnyReaderError as err:
+        raise BagError(f"{path} is not a readable rosbag2 bag: {err}") from err
+    return {topic: BagTopic(
+        msgtype=group[0].msgtype, count=sum(c.msgcount for c in group),
+        latched=any(q.durability == QosDurability.TRANSIENT_LOCAL
+                    for c in group for q in c.ext.offered_qos_profiles))
+        for topic, group in conns.items()}
+
+
+def iter_messages(path: str | Path, topics: Collection[str] | None = None
+                  ) -> Iterator[tuple[str, int, Any]]:
+    """(topic, bag time ns, deserialised rosbags message) in bag-time order.
+
+    topics: only these (default: all). Raises BagError when a selected topic's type has no
+    definition in the bag nor in ROS 2 Jazzy's standard messages.
+    """
+    try:
+        with _open(path) as reader:
+            conns = [c for c in reader.connections if topics is None or c.topic in topics]
+            unknown = sorted({f"{c.topic} ({c.msgtype})" for c in conns
+                              if c.msgtype not in reader.typestore.fielddefs})
+            if unknown:
+                raise BagError(f"{path}: unknown message types, no definition in the bag or in "
+                               f"ROS 2 Jazzy: {', '.join(unknown)}")
+            for conn, stamp, raw in reader.messages(conns):
+                yield conn.topic, stamp, reader.deserialize(raw, conn.msgtype)
+    except AnyReaderError as err:
+        raise BagError(f"{path}: cannot read: {err}") from err
+
+
+def _check_topics(path: str | Path, topics: dict[str, BagTopic], wanted: dict[str, str]
+                  ) -> None:
+    missing = [t for t in wanted if t not in topics]
+    if missing:
+        have = ", ".join(f"{t} ({i.msgtype})" for t, i in sorted(topics.items())) or "none"
+        raise BagError(f"{path} lacks topics {', '.join(missing)}; it has: {have}")
+    wrong = [f"{t} is {topics[t].msgtype}, expected {m}" for t, m in wanted.items()
+             if topics[t].msgtype != m]
+    if wrong:
+        raise BagError(f"{path}: unknown message types for evaluation: {'; '.join(wrong)}")
+
+
+def _label_column(msg: Any) -> np.ndarray:
+    """The `label` field of a ground-truth PointCloud2 as (N,) uint32."""
+    fields = {str(f.name): f for f in msg.fields}
+    field = fields.get("label")
+    if field is None or int(field.datatype) not in _LABEL_TYPES:
+        raise ConversionError(f"ground-truth cloud needs a UINT32/UINT16/INT32 'label' field, "
+                              f"has fields {sorted(fields)}")
+    order = ">" if msg.is_bigendian else "<"
+    dtype = np.dtype({"names": ["label"],
+                      "formats": [order + POINTFIELD_NUMPY[int(field.datatype)]],
+                      "offsets": [int(field.offset)], "itemsize": int(msg.point_step)})
+    height, width, row_step = int(msg.height), int(msg.width), int(msg.row_step)
+    buf = message_bytes(msg.data, "ground-truth PointCloud2")
+    if buf.size != row_step * height or row_step < width * int(msg.point_step):
+        raise ConversionError(f"ground-truth cloud has {buf.size} bytes for {height} rows of "
+                              f"{row_step} bytes")
+    view = np.ndarray((height, width), dtype=dtype, buffer=buf,
+                      strides=(row_step, int(msg.point_step)))
+    return view["label"].reshape(-1).astype(np.uint32)
+
+
+class _Extrinsics:
+    """T_cam_lidar per camera: from the caller, else the bag's /tf_static (either way round)."""
+
+    def __init__(self, path: str | Path, given: Mapping[str, np.ndarray], read_tf: bool
+                 ) -> None:
+        self.path, self.given = path, {k: np.asarray(v, np.float64) for k, v in given.items()}
+        self.tf: dict[tuple[str, str], np.ndarray] = {}  # (parent, child) -> T_parent_child
+        if read_tf:
+            for _, _, msg in iter_messages(path, [TF_STATIC_TOPIC]):
+                for t in msg.transforms:
+                    tr, q = t.transform.translation, t.transform.rotation
+                    self.tf[(t.header.frame_id, t.child_frame_id)] = extrinsic_matrix(
+                        (tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w))
+
+    def get(self, camera: str, camera_frame: str, lidar_frame: str) -> np.ndarray:
+        if camera in self.given:
+            return self.given[camera]
+        if (camera_frame, lidar_frame) in self.tf:
+            return self.tf[(camera_frame, lidar_frame)]
+        if (lidar_frame, camera_frame) in self.tf:
+            return np.linalg.inv(self.tf[(lidar_frame, camera_frame)])
+        raise BagError(f"{self.path}: no camera-LiDAR extrinsic for camera '{camera}': "
+                       f"{TF_STATIC_TOPIC} has no transform between '{lidar_frame}' and "
+                       f"'{camera_frame}' (it has {sorted(self.tf) or 'none'}); pass "
+                       "extrinsics={camera: T_cam_lidar}")
+
+
+def _build(path: str | Path, synced: SyncedFrame, extrinsics: _Extrinsics) -> Frame:
+    """The engine's Frame from a synchronised cloud and its camera pairs (as the node does)."""
+    header, where = synced.cloud.header, f"{path} at stamp {synced.stamp_ns}"
+    try:
+        points = pointcloud2_to_xyzi(synced.cloud).points
+    except ConversionError as err:
+        raise BagError(f"{where}: {POINTS_TOPIC}: {err}") from err
+    views = []
+    for cam, pair in synced.cameras.items():
+        if pair is None:  # no image within the slop: the frame goes on without this camera
+            continue
+        try:
+            rgb = image_to_rgb(pair.image)
+            calib = camera_info_to_calib(pair.info)
+            check_image_matches_info(rgb.shape[:2], calib)
+        except ConversionError as err:
+            raise BagError(f"{where}: camera '{cam}': {err}") from err
+        camera_frame = str(pair.image.header.frame_id)
+        T = extrinsics.get(cam, camera_frame, str(header.frame_id))
+        views.append(CameraView(name=cam, image=rgb, K=calib.K, T_cam_lidar=T, D=calib.D,
+                                distortion_model=calib.distortion_model, frame_id=camera_frame))
+    return Frame(points=points, cameras=views, stamp_ns=synced.stamp_ns,
+                 frame_id=str(header.frame_id))
+
+
+def _labels_for(path: str | Path, frame: Frame, msg: Any | None, required: bool
+                ) -> np.ndarray | None:
+    where = f"{path} at stamp {frame.stamp_ns}"
+    if msg is None:
+        if required:
+            raise BagError(f"{where}: missing labels: no {LABELS_TOPIC} message with the "
+                           f"stamp of the {POINTS_TOPIC} cloud")
+        return None
+    try:
+        labels = _label_column(msg)
+        xyz = pointcloud2_to_xyzi(msg).points[:, :3]
+    except ConversionError as err:
+        raise BagError(f"{where}: {LABELS_TOPIC}: {err}") from err
+    if not np.array_equal(xyz, frame.points[:, :3], equal_nan=True):
+        raise BagError(f"{where}: {LABELS_TOPIC} does not hold the points of {POINTS_TOPIC} "
+                       f"({len(xyz)} vs {len(frame.points)} points, or another order)")
+    return labels
+
+
+def _stamp(msg: Any) -> int:
+    return int(msg.header.stamp.sec) * _NS + int(msg.header.stamp.nanosec)
+
+
+def read_bag_frames(path: str | Path, cameras: Iterable[str] = ("camera",),
+                    slop_s: float = 0.05, timeout_s: float = 0.2, queue_size: int = 10,
+                    extrinsics: Mapping[str, np.ndarray] | None = None,
+                    require_labels: bool = False) -> Iterator[LabeledFrame]:
+    """Frames of a bag in stamp order, paired by the node's FrameSynchronizer.
+
+    cameras: camera namespaces (/CAM/image, /CAM/camera_info); empty for LiDAR only.
+    extrinsics: camera -> 4 x 4 T_cam_lidar; cameras not given use /tf_static. A frame
+    whose camera has no image within slop_s goes on without that camera (as in the node).
+    Ground truth of a cloud is the /ground_truth/points message with its stamp; a frame is
+    held until the bag time passes its stamp by timeout_s so that its ground truth is in.
+    Raises BagError naming what is missing: topics, labels (require_labels), the extrinsic,
+    or message types that are unknown or not the expected ones; and for defective messages.
+    """
+    cameras, given = list(cameras), dict(extrinsics or {})
+    topics = topic_info(path)
+    wanted = {POINTS_TOPIC: CLOUD_TYPE}
+    for cam in cameras:
+        wanted.update({image_topic(cam): IMAGE_TYPE, info_topic(cam): INFO_TYPE})
+    if require_labels:
+        wanted[LABELS_TOPIC] = CLOUD_TYPE
+    if any(cam not in given for cam in cameras):
+        wanted[TF_STATIC_TOPIC] = TF_TYPE
+    if require_labels and LABELS_TOPIC not in topics:
+        raise BagError(f"{path} has no ground truth: missing labels topic {LABELS_TOPIC} "
+                       "(PointCloud2 with a 'label' field; `tttkd synth --bag` writes it)")
+    _check_topics(path, topics, wanted)
+    tf = _Extrinsics(path, given, TF_STATIC_TOPIC in wanted)
+
+    sync = FrameSynchronizer(cameras, slop_s, queue_size, timeout_s)
+    route = {POINTS_TOPIC: sync.add_cloud}
+    for cam in cameras:
+        route[image_topic(cam)] = lambda s, m, c=cam: sync.add_image(c, s, m)
+        route[info_topic(cam)] = lambda s, m, c=cam: sync.add_camera_info(c, s, m)
+    truth: dict[int, Any] = {}
+    ready: deque[SyncedFrame] = deque()
+    hold = round(timeout_s * _NS)
+
+    def release(until_ns: int | None) -> Iterator[LabeledFrame]:
+        while ready and (until_ns is None or ready[0].stamp_ns + hold < until_ns):
+            synced = ready.popleft()
+            frame = _build(path, synced, tf)
+            labels = _labels_for(path, frame, truth.pop(synced.stamp_ns, None), require_labels)
+            for stamp in [s for s in truth if s < synced.stamp_ns]:  # clouds sync dropped
+                del truth[stamp]
+            yield LabeledFrame(frame, labels)
+
+    for topic, now, msg in iter_messages(path, list(route) + [LABELS_TOPIC]):
+        yield from release(now)
+        if topic == LABELS_TOPIC:
+            truth[_stamp(msg)] = msg
+        else:
+            route[topic](_stamp(msg), msg)
+        ready.extend(sync.poll(now))
+    ready.extend(sync.flush())
+    yield from release(None)

@@ -1,0 +1,147 @@
+"""The node's health as diagnostic_msgs/DiagnosticArray (for /diagnostics, rqt_robot_monitor).
+
+Four statuses, each OK / WARN / ERROR:
+- processing: time of the last frame vs the budget, consecutive over-budget frames, frames
+  dropped by the latest-frame slot, frames whose processing raised;
+- sync: messages received per input, LiDAR-only frames, conversion errors, clock jumps;
+- teacher: real or random weights (random weights make distillation meaningless);
+- adaptation: enabled, mode, resets, steps discarded for a non-finite loss or gradient.
+Counters are cumulative; a WARN about them fires when they grew since the previous report.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+OVERRUN_ERROR = 10  # consecutive over-budget frames that make the processing status ERROR
+
+
+@dataclass
+class Health:
+    """What the node knows about itself; written by the node, read when reporting."""
+
+    teacher_name: str = ""
+    teacher_random: bool = False
+    frames: int = 0
+    last_total_ms: float = 0.0  # teacher + adaptation + inference of the last frame
+    last_budget_ms: float = 0.0
+    consecutive_overruns: int = 0
+    dropped: int = 0  # frames replaced in the latest-frame slot
+    failed: int = 0  # frames whose processing raised
+    last_failure: str = ""
+    lidar_only: int = 0  # frames processed without any camera
+    conversion_errors: dict[str, int] = field(default_factory=dict)  # input -> count
+    last_conversion_error: str = ""
+    discarded_steps: int = 0
+    enabled: bool = True
+    mode: str = ""
+    resets: int = 0
+    sync: dict[str, Any] = field(default_factory=dict)  # FrameSynchronizer.stats()
+
+
+@dataclass
+class Report:
+    level: int
+    message: str
+    values: dict[str, Any]
+
+
+def _grew(now: int, before: int | None) -> bool:
+    return before is not None and now > before
+
+
+class DiagnosticsReporter:
+    """Turns Health snapshots into statuses; remembers the previous counters for deltas."""
+
+    def __init__(self, node_name: str, hardware_id: str = "") -> None:
+        self.prefix = f"{node_name}: "
+        self.hardware_id = hardware_id
+        self._previous: dict[str, int] = {}
+
+    def reports(self, h: Health) -> dict[str, Report]:
+        """Status name -> Report, and remember the counters for the next call."""
+        counters = {"failed": h.failed, "lidar_only": h.lidar_only,
+                    "conversion": sum(h.conversion_errors.values()),
+                    "clock_jumps": int(h.sync.get("clock_jumps", 0)),
+                    "discarded": h.discarded_steps, "dropped": h.dropped}
+        prev = self._previous
+        self._previous = counters
+        return {
+            "processing": self._processing(h, counters, prev),
+            "sync": self._sync(h, counters, prev),
+            "teacher": self._teacher(h),
+            "adaptation": self._adaptation(h, counters, prev),
+        }
+
+    def message(self, h: Health, stamp) -> DiagnosticArray:
+        """A DiagnosticArray stamped with `stamp` (builtin_interfaces/Time)."""
+        array = DiagnosticArray()
+        array.header.stamp = stamp
+        for name, r in self.reports(h).items():
+            array.status.append(DiagnosticStatus(
+                level=r.level, name=self.prefix + name, message=r.message,
+                hardware_id=self.hardware_id,
+                values=[KeyValue(key=k, value=str(v)) for k, v in r.values.items()]))
+        return array
+
+    @staticmethod
+    def _processing(h: Health, c: dict[str, int], prev: dict[str, int]) -> Report:
+        values = {"frames": h.frames, "last_frame_ms": round(h.last_total_ms, 2),
+                  "budget_ms": h.last_budget_ms, "consecutive_overruns": h.consecutive_overruns,
+                  "dropped_frames": h.dropped, "failed_frames": h.failed}
+        if _grew(c["failed"], prev.get("failed")) or (h.failed and h.frames == 0):
+            return Report(ERROR, f"frame processing failed: {h.last_failure}", values)
+        if h.consecutive_overruns >= OVERRUN_ERROR:
+            return Report(ERROR, f"adaptation over budget on {h.consecutive_overruns} "
+                          "consecutive frames: lower adaptation.max_steps or raise "
+                          "adaptation.budget_ms", values)
+        if h.consecutive_overruns:
+            return Report(WARN, f"adaptation over budget on the last {h.consecutive_overruns} "
+                          "frame(s)", values)
+        if _grew(c["dropped"], prev.get("dropped")):
+            return Report(WARN, "frames arrive faster than they are processed; the newest is "
+                          "kept, older ones are dropped", values)
+        if h.frames == 0:
+            return Report(OK, "ready, no frame processed yet", values)
+        return Report(OK, "within budget", values)
+
+    @staticmethod
+    def _sync(h: Health, c: dict[str, int], prev: dict[str, int]) -> Report:
+        values = {f"received {k}": v for k, v in h.sync.get("received", {}).items()}
+        values.update({f"last gap ms {k}": round(v / 1e6, 2)
+                       for k, v in h.sync.get("last_gap_ns", {}).items() if v is not None})
+        values.update({"lidar_only_frames": h.lidar_only, "clock_jumps": c["clock_jumps"],
+                       "frames_dropped_by_sync": h.sync.get("frames_dropped", 0)})
+        values.update({f"conversion errors {k}": v for k, v in h.conversion_errors.items()})
+        if _grew(c["conversion"], prev.get("conversion")):
+            return Report(WARN, f"input conversion failed: {h.last_conversion_error}", values)
+        if _grew(c["lidar_only"], prev.get("lidar_only")):
+            return Report(WARN, "clouds processed without camera images (timeout): no "
+                          "distillation and no masks for those frames", values)
+        if _grew(c["clock_jumps"], prev.get("clock_jumps")):
+            return Report(WARN, "time jumped backwards (looped bag?): sync queues cleared",
+                          values)
+        if not h.sync.get("received", {}).get("cloud"):
+            return Report(WARN, "no point cloud received yet", values)
+        return Report(OK, "inputs synchronized", values)
+
+    @staticmethod
+    def _teacher(h: Health) -> Report:
+        values = {"name": h.teacher_name, "random_weights": h.teacher_random}
+        if h.teacher_random:
+            return Report(WARN, "teacher has RANDOM weights: distillation targets carry no "
+                          "semantics; set teacher.weights to a DINOv2 weights file", values)
+        return Report(OK, "pretrained weights", values)
+
+    @staticmethod
+    def _adaptation(h: Health, c: dict[str, int], prev: dict[str, int]) -> Report:
+        values = {"enabled": h.enabled, "mode": h.mode, "resets": h.resets,
+                  "discarded_steps": h.discarded_steps}
+        if _grew(c["discarded"], prev.get("discarded")):
+            return Report(WARN, "adaptation steps discarded (non-finite loss or gradient)",
+                          values)
+        state = f"mode {h.mode}" if h.enabled else "disabled (inference only)"
+        return Report(OK, f"{state}, {h.resets} reset(s)", values)

@@ -1,0 +1,317 @@
+"""`adapt_node`: synchronized LiDAR + cameras in, adapted segmentation out.
+
+Thin wiring: messages -> FrameSynchronizer -> latest-frame worker -> numpy Frame ->
+AdaptationEngine -> numpy Prediction -> messages. Subscription callbacks only queue
+messages; conversion, the model and publishing run on the worker thread.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from functools import partial
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
+
+from ..core.device import resolve_device
+from ..core.frame import CameraView, Frame, FrameStats
+from ..core.loading import load_engine, warm_up
+from .convert import (
+    ConversionError,
+    camera_info_to_calib,
+    check_image_matches_info,
+    image_to_rgb,
+    pointcloud2_to_xyzi,
+)
+from .dds_env import keep_dds_local
+from .diagnostics import DiagnosticsReporter, Health
+from .extrinsics import Extrinsics, ExtrinsicsError, TfExtrinsics, tf_available
+from .outputs import colored_cloud, labeled_cloud, mask_color_image, mask_image, stats_message
+from .params import AdaptationUpdate, adaptation_update, declare_and_read, parse_palette
+from .sync import CameraPair, FrameSynchronizer, SyncedFrame
+from .worker import LatestFrameWorker
+
+NODE_NAME = "tttkd_adapt"
+POLL_PERIOD_S = 0.02  # how often pending clouds are checked against the sync timeout
+DIAGNOSTICS_PERIOD_S = 1.0
+LOG_THROTTLE_S = 5.0
+
+
+def stamp_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+class AdaptNode(Node):
+    """The adaptation node; `kwargs` go to rclpy's Node (e.g. parameter_overrides)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        s = self.settings = declare_and_read(self)
+        device = resolve_device(s.device)
+        t0 = time.perf_counter()
+        loaded = load_engine(s.checkpoint, s.adapt, s.teacher, device)
+        self.engine = loaded.engine
+        palette = parse_palette(s.palette, len(loaded.class_names))
+        self.palette = loaded.palette if palette is None else palette
+        warm_up(self.engine)
+        self.engine.enabled = s.enabled
+        load_s = time.perf_counter() - t0
+
+        self.health = Health(teacher_name=s.teacher.name,
+                             teacher_random=bool(self.engine.teacher.random_weights),
+                             enabled=s.enabled, mode=s.adapt.mode)
+        self.reporter = DiagnosticsReporter(self.get_name(), hardware_id=str(device))
+        self.extrinsics = Extrinsics(s.extrinsics, self._tf_source())
+        self.sync = FrameSynchronizer(s.cameras, s.slop, s.queue_size, s.sync_timeout)
+        self.sync_lock = threading.Lock()
+        self._last_log: dict[str, float] = {}
+        self.worker = LatestFrameWorker(self._process, self._on_failure)
+        self._make_interfaces()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        if self.health.teacher_random:
+            self.get_logger().warn(
+                "teacher has RANDOM weights (teacher.weights is empty): distillation targets "
+                "carry no semantics; set teacher.weights to a DINOv2 weights file")
+        self.get_logger().info(
+            f"ready: {s.checkpoint} on {device}, loaded and warmed up in {load_s:.1f} s; "
+            f"cameras {s.cameras}, mode {s.adapt.mode}, adaptation "
+            f"{'on' if s.enabled else 'off'}, budget {s.adapt.budget_ms} ms")
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def _tf_source(self) -> TfExtrinsics | None:
+        s = self.settings
+        if not s.use_tf:
+            return None
+        if not tf_available():
+            self.get_logger().warn("use_tf is true but tf2_ros is not installed: using the "
+                                   "CAM.xyz / CAM.quat parameters")
+            return None
+        return TfExtrinsics(self, s.tf_timeout, s.tf_static)
+
+    def _make_interfaces(self) -> None:
+        s = self.settings
+        qin, qout = s.qos_in.profile(), s.qos_out.profile()
+        group = MutuallyExclusiveCallbackGroup()  # sensors + sync; services stay responsive
+        self.create_subscription(PointCloud2, "points", self._on_cloud, qin,
+                                 callback_group=group)
+        for cam in s.cameras:
+            self.create_subscription(Image, f"{cam}/image", partial(self._on_image, cam), qin,
+                                     callback_group=group)
+            self.create_subscription(CameraInfo, f"{cam}/camera_info",
+                                     partial(self._on_camera_info, cam), qin,
+                                     callback_group=group)
+        self.pub_labeled = self.create_publisher(PointCloud2, "~/labeled_points", qout)
+        self.pub_colored = self.create_publisher(PointCloud2, "~/colored_points", qout)
+        self.pub_masks = {cam: (self.create_publisher(Image, f"~/{cam}/mask", qout),
+                                self.create_publisher(Image, f"~/{cam}/mask_color", qout))
+                          for cam in s.cameras}
+        self.pub_stats = self.create_publisher(String, "~/stats", qout)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_service(SetBool, "~/enable_adaptation", self._on_enable)
+        # Steady timers: they must fire while sim time stands still (a paused bag).
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(POLL_PERIOD_S, self._poll, callback_group=group, clock=steady)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics,
+                          callback_group=group, clock=steady)
+
+    def destroy_node(self) -> None:
+        self.worker.stop()
+        super().destroy_node()
+
+    # -- inputs (executor threads) -------------------------------------------------------
+
+    def _locked(self, fn, *args) -> None:
+        with self.sync_lock:
+            fn(*args)
+
+    def _on_image(self, cam: str, msg: Image) -> None:
+        self._locked(self.sync.add_image, cam, stamp_ns(msg.header.stamp), msg)
+
+    def _on_camera_info(self, cam: str, msg: CameraInfo) -> None:
+        self._locked(self.sync.add_camera_info, cam, stamp_ns(msg.header.stamp), msg)
+
+    def _on_cloud(self, msg: PointCloud2) -> None:
+        self._locked(self.sync.add_cloud, stamp_ns(msg.header.stamp), msg)
+        self._poll()
+
+    def _poll(self) -> None:
+        now = self.get_clock().now().nanoseconds  # node clock: sim time during playback
+        with self.sync_lock:
+            frames = self.sync.poll(now)
+        for frame in frames:
+            self.worker.submit(frame)
+
+    # -- processing (worker thread) ------------------------------------------------------
+
+    def _process(self, synced: SyncedFrame) -> None:
+        header = synced.cloud.header
+        try:
+            cloud = pointcloud2_to_xyzi(synced.cloud)
+        except ConversionError as exc:
+            self._input_error("points", exc)
+            return
+        views, image_headers = [], {}
+        for cam, pair in synced.cameras.items():
+            if pair is None:  # no image within the slop before the timeout
+                continue
+            view = self._camera_view(cam, pair, header.frame_id, synced.stamp_ns)
+            if view is not None:
+                views.append(view)
+                image_headers[cam] = pair.image.header
+        frame = Frame(points=cloud.points, cameras=views, stamp_ns=synced.stamp_ns,
+                      frame_id=header.frame_id)
+        pred = self.engine.process(frame)
+        if self.pub_labeled.get_subscription_count():
+            self.pub_labeled.publish(labeled_cloud(header, cloud, pred))
+        if self.pub_colored.get_subscription_count():
+            self.pub_colored.publish(colored_cloud(header, cloud, pred.labels, self.palette))
+        for cam, mask in pred.masks.items():
+            pub_mask, pub_color = self.pub_masks[cam]
+            if pub_mask.get_subscription_count():
+                pub_mask.publish(mask_image(image_headers[cam], mask))
+            if pub_color.get_subscription_count():
+                pub_color.publish(mask_color_image(image_headers[cam], mask, self.palette))
+        self._record(pred.stats, views)
+        e = self.engine
+        self.pub_stats.publish(stats_message(
+            synced.stamp_ns, header.frame_id, pred.stats, points=len(cloud.points),
+            cameras=[v.name for v in views], lidar_only=not views, dropped=self.worker.dropped,
+            enabled=e.enabled, mode=e.cfg.mode, resets=e.resets))
+
+    def _camera_view(self, cam: str, pair: CameraPair, lidar_frame: str, stamp: int
+                     ) -> CameraView | None:
+        """The camera's part of the Frame, or None (logged, counted) when it is unusable."""
+        try:
+            rgb = image_to_rgb(pair.image)
+        except ConversionError as exc:
+            self._input_error(f"{cam}/image", exc)
+            return None
+        try:
+            calib = camera_info_to_calib(pair.info)
+            check_image_matches_info(rgb.shape[:2], calib)
+        except ConversionError as exc:
+            self._input_error(f"{cam}/camera_info", exc)
+            return None
+        camera_frame = pair.image.header.frame_id
+        try:
+            T = self.extrinsics.get(cam, camera_frame, lidar_frame, stamp)
+        except ExtrinsicsError as exc:
+            self._input_error(f"{cam}/extrinsics", exc)
+            return None
+        return CameraView(name=cam, image=rgb, K=calib.K, T_cam_lidar=T, D=calib.D,
+                          distortion_model=calib.distortion_model, frame_id=camera_frame)
+
+    def _record(self, stats: FrameStats, views: list[CameraView]) -> None:
+        h, e = self.health, self.engine
+        h.frames += 1
+        h.last_total_ms = stats.teacher_ms + stats.adapt_ms + stats.infer_ms
+        h.last_budget_ms = stats.budget_ms
+        h.consecutive_overruns = h.consecutive_overruns + 1 if stats.over_budget else 0
+        h.discarded_steps += sum(ev.endswith("discarded") for ev in stats.events)
+        h.lidar_only += not views
+        h.dropped, h.resets = self.worker.dropped, e.resets
+        h.enabled, h.mode = e.enabled, e.cfg.mode
+
+    def _input_error(self, source: str, exc: Exception) -> None:
+        """Count a defective input and log it at most once per LOG_THROTTLE_S per input."""
+        h = self.health
+        h.conversion_errors[source] = h.conversion_errors.get(source, 0) + 1
+        h.last_conversion_error = f"{source}: {exc}"
+        now = time.monotonic()
+        if now - self._last_log.get(source, -LOG_THROTTLE_S) >= LOG_THROTTLE_S:
+            self._last_log[source] = now
+            self.get_logger().warn(f"skipping {source}: {exc} "
+                                   f"({h.conversion_errors[source]} so far)")
+
+    def _on_failure(self, synced: SyncedFrame, exc: BaseException) -> None:
+        self.health.failed += 1
+        self.health.last_failure = f"{type(exc).__name__}: {exc}"
+        self.get_logger().error(f"frame at {synced.stamp_ns * 1e-9:.3f} s failed: "
+                                f"{self.health.last_failure}")
+
+    # -- diagnostics, services, parameters -------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        with self.sync_lock:
+            self.health.sync = self.sync.stats()
+        self.health.dropped = self.worker.dropped
+        self.pub_diag.publish(self.reporter.message(self.health,
+                                                    self.get_clock().now().to_msg()))
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response
+                  ) -> Trigger.Response:
+        self.worker.exclusive(self.engine.reset)
+        self.health.resets = self.engine.resets
+        response.success = True
+        response.message = f"back to the source weights (reset {self.engine.resets})"
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_enable(self, request: SetBool.Request, response: SetBool.Response
+                   ) -> SetBool.Response:
+        # Through the parameter, so `ros2 param get` agrees with the service.
+        result = self.set_parameters([Parameter("adaptation.enabled", value=request.data)])[0]
+        response.success = result.successful
+        response.message = (f"adaptation {'enabled' if request.data else 'disabled'}"
+                            if result.successful else result.reason)
+        return response
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        try:
+            update = adaptation_update(params, self.engine.cfg)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        if update:
+            self.worker.exclusive(lambda: self._apply(update))
+        return SetParametersResult(successful=True)
+
+    def _apply(self, update: AdaptationUpdate) -> None:
+        if update.changes:
+            self.engine.configure(**update.changes)
+            self.health.mode = self.engine.cfg.mode
+        if update.enabled is not None:
+            self.engine.enabled = update.enabled
+            self.health.enabled = update.enabled
+        self.get_logger().info(f"adaptation updated: {update}")
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script `adapt_node`; ROS arguments (--ros-args ...) come from sys.argv."""
+    keep_dds_local()
+    rclpy.init(args=args)
+    try:
+        node = AdaptNode()
+    except (ValueError, FileNotFoundError, RuntimeError, ParameterException) as exc:
+        # a setting the user can fix: say which, without a traceback
+        get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        return 1
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

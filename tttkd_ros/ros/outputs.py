@@ -1,0 +1,81 @@
+"""Prediction -> messages: the labeled and colored clouds, camera masks and per-frame stats.
+
+Headers are passed through untouched (never restamped): the clouds carry the input cloud's
+header, a camera's masks that camera's image header.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+from sensor_msgs.msg import Image, PointCloud2
+from std_msgs.msg import String
+
+from ..core.frame import FrameStats, Prediction
+from .convert import CloudArrays, array_to_image, pack_rgb, xyzi_fields_to_pointcloud2
+
+UNLABELED_RGB = (0, 0, 0)  # SemanticKITTI's colour for "unlabeled"
+
+
+def label_colors(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """labels (...) integer class ids -> (..., 3) uint8 RGB; ids outside the palette
+    (UNLABELED, MASK_NONE) get UNLABELED_RGB."""
+    labels = np.asarray(labels)
+    colors = np.empty(labels.shape + (3,), dtype=np.uint8)
+    colors[...] = UNLABELED_RGB
+    known = labels < len(palette)
+    colors[known] = palette[labels[known]]
+    return colors
+
+
+def labeled_cloud(header: Any, cloud: CloudArrays, pred: Prediction) -> PointCloud2:
+    """x, y, z, [intensity,] label (uint16), confidence (float32): one point per input point."""
+    pts = cloud.points
+    columns = {"x": pts[:, 0], "y": pts[:, 1], "z": pts[:, 2]}
+    if cloud.has_intensity:
+        columns["intensity"] = pts[:, 3]
+    columns["label"] = pred.labels.astype(np.uint16, copy=False)
+    columns["confidence"] = pred.confidence.astype(np.float32, copy=False)
+    return xyzi_fields_to_pointcloud2(header, columns)
+
+
+def colored_cloud(header: Any, cloud: CloudArrays, labels: np.ndarray, palette: np.ndarray
+                  ) -> PointCloud2:
+    """x, y, z and `rgb` (float32 packed 0x00RRGGBB) from the class palette."""
+    pts = cloud.points
+    return xyzi_fields_to_pointcloud2(header, {
+        "x": pts[:, 0], "y": pts[:, 1], "z": pts[:, 2],
+        "rgb": pack_rgb(label_colors(labels, palette).reshape(-1, 3)),
+    })
+
+
+def mask_image(header: Any, mask: np.ndarray) -> Image:
+    """H x W uint8 class ids (MASK_NONE = no label) -> mono8 Image."""
+    return array_to_image(header, mask, "mono8")
+
+
+def mask_color_image(header: Any, mask: np.ndarray, palette: np.ndarray) -> Image:
+    """H x W uint8 class ids -> rgb8 Image in the class palette (no label = UNLABELED_RGB)."""
+    return array_to_image(header, label_colors(mask, palette), "rgb8")
+
+
+def stats_message(stamp_ns: int, frame_id: str, stats: FrameStats, **extra: Any) -> String:
+    """One JSON object: the input's stamp and frame, what the engine did, plus `extra`
+    (node-level facts such as dropped frames and which cameras were paired)."""
+    payload = {
+        "stamp": {"sec": stamp_ns // 1_000_000_000, "nanosec": stamp_ns % 1_000_000_000},
+        "frame_id": frame_id,
+        "steps": stats.steps,
+        "adapt_ms": round(stats.adapt_ms, 3),
+        "infer_ms": round(stats.infer_ms, 3),
+        "teacher_ms": round(stats.teacher_ms, 3),
+        "budget_ms": stats.budget_ms,
+        "over_budget": stats.over_budget,
+        # a discarded non-finite step leaves NaN/inf here; JSON has no such numbers
+        "losses": {k: v if math.isfinite(v) else None for k, v in stats.losses.items()},
+        "events": stats.events,
+        **extra,
+    }
+    return String(data=json.dumps(payload))

@@ -1,0 +1,292 @@
+"""The node's parameters: declaration (with descriptions and ranges), reading them into the
+core configs, and validating run-time changes of `adaptation.*`.
+
+Defaults come from the core dataclasses, so the node, the offline tools and the YAML file
+start from the same numbers. Everything but `adaptation.*` (and `use_sim_time`) is read-only
+after start: it shapes the subscriptions, the model or the teacher.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from ..core.config import (
+    ADAPT_PARAMS,
+    MODES,
+    OPTIMIZERS,
+    ORDERS,
+    PROTOCOLS,
+    TEACHER_DIMS,
+    AdaptConfig,
+    TeacherConfig,
+)
+from .extrinsics import extrinsic_matrix
+
+RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
+_ADAPT, _TEACHER = AdaptConfig(), TeacherConfig()
+
+
+def _choice(options) -> str:
+    return " (one of: " + ", ".join(options) + ")"
+
+
+# adaptation.* settings with a fixed set of values, checked here so a rejection lists them
+CHOICES = {"mode": MODES, "protocol": PROTOCOLS, "order": ORDERS, "optimizer": OPTIMIZERS,
+           "params": ADAPT_PARAMS}
+
+
+def validate_adaptation(cfg: AdaptConfig) -> None:
+    """AdaptConfig.validate, with the allowed values named for the choice settings."""
+    for key, options in CHOICES.items():
+        if getattr(cfg, key) not in options:
+            raise ValueError(f"invalid adaptation.{key}: {getattr(cfg, key)!r}{_choice(options)}")
+    cfg.validate()
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One parameter: default value, description, optional numeric range, read-only flag."""
+
+    default: Any
+    description: str
+    lo: float | None = None
+    hi: float | None = None
+    read_only: bool = True
+
+    def descriptor(self) -> ParameterDescriptor:
+        d = ParameterDescriptor(description=self.description, read_only=self.read_only)
+        if self.lo is not None:
+            if isinstance(self.default, int) and not isinstance(self.default, bool):
+                d.integer_range = [IntegerRange(from_value=int(self.lo), to_value=int(self.hi))]
+            else:
+                d.floating_point_range = [FloatingPointRange(from_value=float(self.lo),
+                                                             to_value=float(self.hi))]
+        return d
+
+
+# Adaptation settings: every AdaptConfig field, changeable at run time except the seed.
+ADAPTATION: dict[str, Spec] = {
+    "enabled": Spec(True, "Adapt the model on each frame; false = inference only.",
+                    read_only=False),
+    "mode": Spec(_ADAPT.mode, "Self-supervised objective" + _choice(MODES), read_only=False),
+    "protocol": Spec(_ADAPT.protocol, "continual keeps updates across frames; episodic "
+                     "restores the source weights after every frame" + _choice(PROTOCOLS),
+                     read_only=False),
+    "order": Spec(_ADAPT.order, "Predict after the steps (TTT-KD) or from the first step's "
+                  "forward pass (OCL)" + _choice(ORDERS), read_only=False),
+    "max_steps": Spec(_ADAPT.max_steps, "Most gradient steps per frame.", 0, 1000,
+                      read_only=False),
+    "budget_ms": Spec(_ADAPT.budget_ms, "Per-frame adaptation time budget in ms; a step that "
+                      "would not fit is not started. 0 = inference only.", 0.0, 60000.0,
+                      read_only=False),
+    "optimizer": Spec(_ADAPT.optimizer, "Test-time optimizer" + _choice(OPTIMIZERS),
+                      read_only=False),
+    "lr": Spec(_ADAPT.lr, "Test-time learning rate.", 0.0, 1.0, read_only=False),
+    "momentum": Spec(_ADAPT.momentum, "SGD momentum.", 0.0, 1.0, read_only=False),
+    "weight_decay": Spec(_ADAPT.weight_decay, "Weight decay.", 0.0, 1.0, read_only=False),
+    "params": Spec(_ADAPT.params, "Which parameters adapt" + _choice(ADAPT_PARAMS),
+                   read_only=False),
+    "w_kd": Spec(_ADAPT.w_kd, "Weight of the DINOv2 distillation loss.", 0.0, 100.0,
+                 read_only=False),
+    "w_ocl": Spec(_ADAPT.w_ocl, "Weight of the output contrastive loss.", 0.0, 100.0,
+                  read_only=False),
+    "ocl_pos_coeff": Spec(_ADAPT.ocl_pos_coeff, "OCL positive-term coefficient.", 0.0, 100.0,
+                          read_only=False),
+    "ocl_neg_coeff": Spec(_ADAPT.ocl_neg_coeff, "OCL negative-term coefficient.", 0.0, 100.0,
+                          read_only=False),
+    "bn_prior": Spec(_ADAPT.bn_prior, "BN statistics while adapting: prior * source + "
+                     "(1 - prior) * batch (OCL uses 0.85; 1 = source only).", 0.0, 1.0,
+                     read_only=False),
+    "restore_prob": Spec(_ADAPT.restore_prob, "Stochastic restoration probability per weight "
+                         "element and step (OCL uses 0.01).", 0.0, 1.0, read_only=False),
+    "seed": Spec(_ADAPT.seed, "Seed of the stochastic restoration.", 0, 2**31 - 1),
+}
+
+TEACHER: dict[str, Spec] = {
+    "name": Spec(_TEACHER.name, "DINOv2 teacher; must match the checkpoint" +
+                 _choice(TEACHER_DIMS)),
+    "weights": Spec(_TEACHER.weights, "Local teacher weights file; empty = random weights "
+                    "(KD targets are then meaningless, diagnostics warn), 'hub' = download."),
+    "image_height": Spec(_TEACHER.image_height, "Teacher input height in pixels (rounded to "
+                         "a multiple of 14; width keeps the aspect).", 14, 2240),
+    "seed": Spec(_TEACHER.seed, "Init seed of the random-weights fallback.", 0, 2**31 - 1),
+}
+
+GENERAL: dict[str, Spec] = {
+    "checkpoint": Spec("", "Path of the source model checkpoint (tttkd train). Required."),
+    "device": Spec("auto", "Compute device: auto, cpu, cuda or cuda:N."),
+    "cameras": Spec(["camera"], "Camera namespaces; each subscribes CAM/image and "
+                    "CAM/camera_info and has CAM.xyz / CAM.quat."),
+    "use_tf": Spec(False, "Look camera extrinsics up in tf2 (where tf2_ros is installed) "
+                   "instead of CAM.xyz / CAM.quat."),
+    "tf_timeout": Spec(0.05, "Seconds to wait for a tf2 transform at the cloud's stamp.",
+                       0.0, 10.0),
+    "tf_static": Spec(True, "Cache the first tf2 transform per camera (rigid mount)."),
+    "sync.slop": Spec(0.05, "Largest |cloud stamp - image stamp| in seconds that pairs.",
+                      0.0, 10.0),
+    "sync.queue_size": Spec(10, "Messages kept per input while waiting to pair.", 1, 1000),
+    "sync.timeout": Spec(0.2, "Seconds (node clock) after which a cloud without its images "
+                         "is processed LiDAR-only.", 0.0, 60.0),
+    "qos.input.reliability": Spec("best_effort", "Input QoS reliability" +
+                                  _choice(RELIABILITY)),
+    "qos.input.depth": Spec(5, "Input QoS history depth.", 1, 1000),
+    "qos.output.reliability": Spec("reliable", "Output QoS reliability" +
+                                   _choice(RELIABILITY)),
+    "qos.output.depth": Spec(10, "Output QoS history depth.", 1, 1000),
+    "palette": Spec("", "Class colours '#rrggbb, ...' in class order; empty = the "
+                    "checkpoint's palette."),
+}
+
+
+# LiDAR (x forward, z up) -> optical (z forward, y down): a camera at the LiDAR's origin
+# looking along its +x axis.
+FORWARD_CAMERA_QUAT = [0.5, -0.5, 0.5, 0.5]
+
+
+def camera_specs(camera: str) -> dict[str, Spec]:
+    return {
+        f"{camera}.xyz": Spec([0.0, 0.0, 0.0], f"Translation (m) of the LiDAR -> '{camera}' "
+                              "optical frame transform."),
+        f"{camera}.quat": Spec(list(FORWARD_CAMERA_QUAT), f"Rotation (x, y, z, w) of the "
+                               f"LiDAR -> '{camera}' optical frame transform."),
+    }
+
+
+def all_specs(cameras: list[str]) -> dict[str, Spec]:
+    """Every parameter name the node declares for these cameras -> its Spec."""
+    specs = dict(GENERAL)
+    specs.update({f"adaptation.{k}": s for k, s in ADAPTATION.items()})
+    specs.update({f"teacher.{k}": s for k, s in TEACHER.items()})
+    for cam in cameras:
+        specs.update(camera_specs(cam))
+    return specs
+
+
+@dataclass
+class QosSettings:
+    reliability: str
+    depth: int
+
+    def profile(self) -> QoSProfile:
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.depth,
+                          reliability=RELIABILITY[self.reliability],
+                          durability=DurabilityPolicy.VOLATILE)
+
+
+@dataclass
+class NodeSettings:
+    """Everything read from the parameters at start."""
+
+    checkpoint: str
+    device: str
+    cameras: list[str]
+    extrinsics: dict[str, np.ndarray]  # camera -> 4 x 4 T_cam_lidar
+    use_tf: bool
+    tf_timeout: float
+    tf_static: bool
+    slop: float
+    queue_size: int
+    sync_timeout: float
+    adapt: AdaptConfig
+    enabled: bool
+    teacher: TeacherConfig
+    qos_in: QosSettings
+    qos_out: QosSettings
+    palette: str
+
+
+def declare_and_read(node: Node) -> NodeSettings:
+    """Declare every parameter on `node` and read them; raises ValueError on a bad value."""
+    node.declare_parameter("cameras", GENERAL["cameras"].default,
+                           GENERAL["cameras"].descriptor())
+    cameras = list(node.get_parameter("cameras").value)
+    if not cameras or len(set(cameras)) != len(cameras) or not all(cameras):
+        raise ValueError(f"cameras must be distinct non-empty names, got {cameras}")
+    specs = all_specs(cameras)
+    for name, spec in specs.items():
+        if name != "cameras":
+            node.declare_parameter(name, spec.default, spec.descriptor())
+    v = {name: node.get_parameter(name).value for name in specs}
+    return settings_from_values(v, cameras)
+
+
+def settings_from_values(v: dict[str, Any], cameras: list[str]) -> NodeSettings:
+    """Build NodeSettings from a name -> value mapping (validated)."""
+    adapt_fields = {f.name for f in fields(AdaptConfig)}
+    adapt = AdaptConfig(**{k: v[f"adaptation.{k}"] for k in ADAPTATION if k in adapt_fields})
+    validate_adaptation(adapt)
+    teacher = TeacherConfig(**{k: v[f"teacher.{k}"] for k in TEACHER})
+    if teacher.name not in TEACHER_DIMS:
+        raise ValueError(f"invalid teacher.name: {teacher.name!r}{_choice(TEACHER_DIMS)}")
+    for key in ("qos.input.reliability", "qos.output.reliability"):
+        if v[key] not in RELIABILITY:
+            raise ValueError(f"invalid {key}: {v[key]!r}{_choice(RELIABILITY)}")
+    extrinsics = {}
+    for cam in cameras:
+        try:
+            extrinsics[cam] = extrinsic_matrix(v[f"{cam}.xyz"], v[f"{cam}.quat"])
+        except ValueError as exc:
+            raise ValueError(f"camera '{cam}' extrinsic: {exc}") from exc
+    return NodeSettings(
+        checkpoint=v["checkpoint"], device=v["device"], cameras=cameras, extrinsics=extrinsics,
+        use_tf=v["use_tf"], tf_timeout=v["tf_timeout"], tf_static=v["tf_static"],
+        slop=v["sync.slop"], queue_size=v["sync.queue_size"], sync_timeout=v["sync.timeout"],
+        adapt=adapt, enabled=v["adaptation.enabled"], teacher=teacher,
+        qos_in=QosSettings(v["qos.input.reliability"], v["qos.input.depth"]),
+        qos_out=QosSettings(v["qos.output.reliability"], v["qos.output.depth"]),
+        palette=v["palette"],
+    )
+
+
+@dataclass
+class AdaptationUpdate:
+    """A validated run-time change: AdaptConfig field changes and/or the enabled flag."""
+
+    changes: dict[str, Any] = field(default_factory=dict)
+    enabled: bool | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.changes) or self.enabled is not None
+
+
+def adaptation_update(params: list[Parameter], current: AdaptConfig) -> AdaptationUpdate:
+    """Collect the `adaptation.*` parameters of a set request and validate them together
+    against the current config. Raises ValueError with the reason when they are invalid;
+    other parameters are ignored (rclpy already enforced read-only, type and range)."""
+    update = AdaptationUpdate()
+    for p in params:
+        if not p.name.startswith("adaptation."):
+            continue
+        key = p.name.split(".", 1)[1]
+        if key == "enabled":
+            update.enabled = bool(p.value)
+        else:
+            update.changes[key] = p.value
+    if update.changes:
+        validate_adaptation(replace(current, **update.changes))
+    return update
+
+
+def parse_palette(text: str, num_classes: int) -> np.ndarray | None:
+    """'#rrggbb, #rrggbb, ...' -> (num_classes, 3) uint8; empty text -> None."""
+    items = [s.strip().lstrip("#") for s in text.split(",") if s.strip()]
+    if not items:
+        return None
+    if len(items) != num_classes:
+        raise ValueError(f"palette has {len(items)} colours, the checkpoint has {num_classes}"
+                         " classes")
+    rows = []
+    for s in items:
+        try:
+            if len(s) != 6:
+                raise ValueError
+            rows.append([int(s[i:i + 2], 16) for i in (0, 2, 4)])
+        except ValueError:
+            raise ValueError(f"palette colour '#{s}' is not of the form #rrggbb") from None
+    return np.array(rows, dtype=np.uint8)
