@@ -1,0 +1,118 @@
+"""`tttkd eval`: every adaptation mode on the same frames of a bag or SemanticKITTI folder.
+
+Writes the DESIGN.md eval JSON, a Markdown report and PNG plots (see evaluation.py and
+report.py). TENT runs as a baseline on the batch-norm affine parameters with batch
+statistics (params=backbone_bn, bn_prior=0); `--set tent.params=backbone` etc. overrides it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from tttkd_ros.core.checkpoint import load_checkpoint
+from tttkd_ros.core.config import MODES, PROTOCOLS, AdaptConfig, TeacherConfig
+from tttkd_ros.core.device import resolve_device
+from tttkd_ros.ros.bag import BagError
+from tttkd_ros.tools.evaluation import evaluate, load_frames, mode_configs
+from tttkd_ros.tools.report import write_report
+
+_FIELD_TYPES = {f.name: type(getattr(AdaptConfig(), f.name)) for f in fields(AdaptConfig)}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval", help="evaluate adaptation modes on the same frames (JSON, report, plots)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bag", help="rosbag2 folder (sqlite3 or mcap) with ground truth")
+    source.add_argument("--data", help="SemanticKITTI-layout root (holds sequences/SS/...)")
+    p.add_argument("--sequence", default="00", help="sequence of --data")
+    p.add_argument("--checkpoint", required=True, help="source checkpoint (tttkd train)")
+    p.add_argument("--modes", default=",".join(MODES),
+                   help=f"comma-separated, from {', '.join(MODES)}")
+    p.add_argument("--json", required=True, help="result JSON to write")
+    p.add_argument("--report-dir", default="",
+                   help="report.md and plots (default: JSON_STEM_report beside the JSON)")
+    p.add_argument("--max-frames", type=int, default=0, help="first N frames; 0 = all")
+    p.add_argument("--steps", type=int, help="adaptation steps per frame (max_steps)")
+    p.add_argument("--budget-ms", type=float, help="per-frame adaptation budget")
+    p.add_argument("--protocol", choices=PROTOCOLS)
+    p.add_argument("--lr", type=float, help="test-time learning rate")
+    p.add_argument("--set", action="append", default=[], metavar="[MODE.]FIELD=VALUE",
+                   help="any AdaptConfig field, for every mode or one (e.g. tent.lr=1e-4)")
+    p.add_argument("--cameras", default="camera", help="camera namespaces of the bag; '' = none")
+    p.add_argument("--slop", type=float, default=0.05, help="sync slop (s), as the node's")
+    p.add_argument("--teacher", default="", help="teacher model (default: the checkpoint's)")
+    p.add_argument("--teacher-weights", default="", help="local DINOv2 weight file")
+    p.add_argument("--teacher-height", type=int, default=224)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    p.set_defaults(func=run)
+
+
+def _value(field: str, text: str) -> Any:
+    kind = _FIELD_TYPES[field]
+    if kind is bool:
+        return text.lower() in ("1", "true", "yes", "on")
+    return kind(text)
+
+
+def parse_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, dict]]:
+    """(changes for every mode, changes per mode) from the flags and `--set`."""
+    common: dict[str, Any] = {k: v for k, v in (
+        ("max_steps", args.steps), ("budget_ms", args.budget_ms),
+        ("protocol", args.protocol), ("lr", args.lr)) if v is not None}
+    per_mode: dict[str, dict] = {}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        mode, dot, field = key.rpartition(".")
+        if not sep or field not in _FIELD_TYPES or (dot and mode not in MODES):
+            raise ValueError(f"--set {item!r}: expected [MODE.]FIELD=VALUE with MODE in "
+                             f"{MODES} and FIELD in {sorted(_FIELD_TYPES)}")
+        try:
+            value = _value(field, text)
+        except ValueError as err:
+            raise ValueError(f"--set {item!r}: {err}") from err
+        (per_mode.setdefault(mode, {}) if mode else common)[field] = value
+    return common, per_mode
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        result = _evaluate(args)
+    except (BagError, ValueError, FileNotFoundError) as err:
+        print(f"tttkd eval: error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    report_dir = Path(args.report_dir) if args.report_dir else out.with_name(f"{out.stem}_report")
+    written = write_report(result, report_dir)
+    print(f"{'mode':<8} {'mIoU %':>7} {'p50 ms':>8} {'p99 ms':>8} {'steps':>6}")
+    for mode, e in result["modes"].items():
+        miou = "n/a" if e["miou"] is None else f"{e['miou']:.1f}"
+        print(f"{mode:<8} {miou:>7} {e['latency_ms']['p50']:>8.1f} "
+              f"{e['latency_ms']['p99']:>8.1f} {e['steps_mean']:>6.2f}")
+    print(f"wrote {out} and {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> dict:
+    common, per_mode = parse_overrides(args)
+    configs = mode_configs([m.strip() for m in args.modes.split(",") if m.strip()],
+                           common, per_mode)
+    device = resolve_device(args.device)
+    name = args.teacher or load_checkpoint(args.checkpoint, "cpu").teacher_name
+    teacher = TeacherConfig(name=name, weights=args.teacher_weights,
+                            image_height=args.teacher_height)
+    cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
+    frames = load_frames(bag=args.bag, data=args.data, sequence=args.sequence,
+                         max_frames=args.max_frames, cameras=cameras, slop_s=args.slop)
+    result = evaluate(frames, args.checkpoint, configs, teacher, device,
+                      progress=not args.no_progress)
+    result["config"].update(source=args.bag or f"{args.data} sequence {args.sequence}",
+                            cameras=cameras, slop_s=args.slop)
+    return result
