@@ -37,7 +37,10 @@ def grid() -> VoxelGrid:
 @pytest.mark.parametrize("head", ["linear", "mlp"])
 def test_shapes_and_dtypes_end_to_end(grid: VoxelGrid, head: str) -> None:
     cfg = ModelConfig(backbone="tiny", head=head, num_classes=7, feat_dim=24)
-    out = seeded_model(cfg)(grid)
+    model = seeded_model(cfg)
+    out = model(grid)
+    # the U-Net returns the input's rows in the input's order, so row i is voxel i
+    assert torch.equal(model.backbone(grid.to_sparse_tensor()).indices, grid.coords)
     num_voxels = len(grid.coords)
     assert out.logits.shape == (5000, 7) and out.feat2d.shape == (5000, 24)
     assert out.voxel_logits.shape == (num_voxels, 7)
