@@ -48,7 +48,7 @@ class ModelConfig:
 @dataclass
 class TeacherConfig:
     name: str = "vit_small_patch14_dinov2"
-    weights: str = ""  # local checkpoint file; empty = hub when online, else seeded random
+    weights: str = ""  # a local weight file; "hub" = timm's download; "" = seeded random init
     image_height: int = 224  # resized height (rounded to a multiple of 14), aspect kept
     seed: int = 0  # init seed for the random-weights fallback
 
