@@ -102,8 +102,8 @@ class DinoTeacher:
     def preprocess(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         """H x W x 3 uint8 RGB -> (1, 3, h, w) float32 ImageNet-normalised, resized by
         `resized_size`, on the teacher's device."""
-        tensor = torch.from_numpy(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) \
-            else image
+        # torch.tensor copies, so read-only arrays (bag or message buffers) are fine
+        tensor = torch.tensor(image) if isinstance(image, np.ndarray) else image
         if tensor.ndim != 3 or tensor.shape[2] != 3 or tensor.dtype != torch.uint8:
             raise ValueError(f"teacher input must be H x W x 3 uint8 RGB, got "
                              f"{tuple(tensor.shape)} {tensor.dtype}")

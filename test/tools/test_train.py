@@ -1,0 +1,69 @@
+"""`tttkd train`: a short run on a tiny synthetic drive lowers the loss, writes checkpoints
+the engine loads, and resumes from its last state."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tttkd_ros.core.config import AdaptConfig, TeacherConfig
+from tttkd_ros.core.loading import load_engine
+from tttkd_ros.data.drive import generate_drive
+from tttkd_ros.data.kitti import write_sequence
+from tttkd_ros.tools import train
+
+TINY = {"lidar_beams": 16, "lidar_azimuth_res_deg": 1.5, "image_scale": 0.1}
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tttkd")
+    train.register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["train", *argv])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("drive")
+    write_sequence(root, "00", generate_drive("clean", frames=4, seed=0, **TINY))
+    write_sequence(root, "01", generate_drive("clean", frames=2, seed=5, **TINY))
+    return root
+
+
+def common(data: Path, out: Path, epochs: int) -> list[str]:
+    return ["--data", str(data), "--out", str(out), "--train-seqs", "00", "--val-seqs", "01",
+            "--epochs", str(epochs), "--batch-size", "1", "--lr", "1e-2", "--voxel-size", "0.2",
+            "--teacher-height", "28", "--device", "cpu"]
+
+
+@pytest.mark.filterwarnings("ignore:DINOv2 teacher")
+def test_short_run_lowers_loss_and_writes_a_loadable_checkpoint(data: Path, tmp_path: Path,
+                                                                  capsys) -> None:
+    out = tmp_path / "model.ckpt"
+    args = parse(*common(data, out, epochs=4))
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[printed.rindex("\n{"):])  # the summary closes the output
+    history = summary["history"]
+    assert len(history) == 4
+    assert history[-1]["ce"] < history[0]["ce"]
+    assert "kd" in history[0] and all(np.isfinite(h["val_miou"]) for h in history)
+    assert out.exists() and out.with_name("model.last.ckpt").exists()
+    loaded = load_engine(str(out), AdaptConfig(mode="none"), TeacherConfig(image_height=28),
+                         "cpu")
+    assert loaded.class_names == train.CLASS_NAMES
+    frame = next(generate_drive("clean", frames=1, seed=9, **TINY))
+    pred = loaded.engine.process(frame.to_frame())
+    assert pred.labels.shape == (len(frame.points),) and (pred.labels < 19).all()
+
+
+@pytest.mark.filterwarnings("ignore:DINOv2 teacher")
+def test_resume_continues_from_the_last_epoch(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model.ckpt"
+    first = train.train(parse(*common(data, out, epochs=1)))
+    assert first["epochs"] == 1
+    resumed = train.train(parse(*common(data, out, epochs=2), "--resume"))
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert resumed["history"][0] == first["history"][0]

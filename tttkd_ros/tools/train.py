@@ -1,0 +1,225 @@
+"""`tttkd train`: supervised source training (cross-entropy + lambda * KD, METHOD.md 4).
+
+Single process by default; under `torchrun` (WORLD_SIZE > 1) each rank trains on its share of
+the frames with DistributedDataParallel and rank 0 writes the checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from tttkd_ros.core.augment import AugmentConfig, apply_transform, moved_extrinsic, random_transform
+from tttkd_ros.core.checkpoint import save_checkpoint
+from tttkd_ros.core.config import TEACHER_DIMS, ModelConfig, TeacherConfig
+from tttkd_ros.core.device import resolve_device
+from tttkd_ros.core.feature_cache import FeatureCache
+from tttkd_ros.core.frame import CameraView
+from tttkd_ros.core.labels import CLASS_NAMES, IGNORE_INDEX, palette_rgb, raw_to_train
+from tttkd_ros.core.losses import kd_loss
+from tttkd_ros.core.metrics import ConfusionMatrix
+from tttkd_ros.core.model import build_model
+from tttkd_ros.core.objective import teacher_targets
+from tttkd_ros.core.teacher import DinoTeacher
+from tttkd_ros.core.voxelize import voxelize
+from tttkd_ros.data.kitti import read_sequence
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train the source model on a SemanticKITTI-layout folder")
+    p.add_argument("--data", required=True, help="dataset root (holds sequences/SS/...)")
+    p.add_argument("--out", required=True, help="checkpoint to write (best); last goes beside it")
+    p.add_argument("--train-seqs", default="00", help="comma-separated training sequences")
+    p.add_argument("--val-seqs", default="", help="validation sequences (default: none)")
+    p.add_argument("--backbone", default="tiny", choices=["tiny", "base"])
+    p.add_argument("--head", default="linear", choices=["linear", "mlp"])
+    p.add_argument("--voxel-size", type=float, default=0.1)
+    p.add_argument("--teacher", default="vit_small_patch14_dinov2", choices=sorted(TEACHER_DIMS))
+    p.add_argument("--teacher-weights", default="", help="local DINOv2 weight file")
+    p.add_argument("--teacher-height", type=int, default=224)
+    p.add_argument("--kd-weight", type=float, default=1.0, help="lambda of the KD term; 0 = off")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=2, help="clouds per step")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-2)
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this long; 0 = off")
+    p.add_argument("--cache", default="", help="teacher feature cache folder (default: beside --out)")
+    p.add_argument("--resume", action="store_true", help="continue from the last state beside --out")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = train(args)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _frames(root: str, seqs: str) -> list:
+    out = []
+    for seq in filter(None, seqs.split(",")):
+        sequence = read_sequence(root, seq.strip())
+        out.extend(sequence[i] for i in range(len(sequence)))
+    return out
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def train(args: argparse.Namespace) -> dict:
+    rank, world = _distributed()
+    device = resolve_device(args.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed + rank)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state_path = out.with_name(out.stem + ".last.pt")
+
+    tcfg = TeacherConfig(name=args.teacher, weights=args.teacher_weights,
+                         image_height=args.teacher_height)
+    mcfg = ModelConfig(backbone=args.backbone, head=args.head, voxel_size=args.voxel_size,
+                       feat_dim=tcfg.feat_dim)
+    model = build_model(mcfg, device)
+    train_frames = _frames(args.data, args.train_seqs)[rank::world]
+    val_frames = _frames(args.data, args.val_seqs) if rank == 0 else []
+    if not train_frames:
+        raise SystemExit(f"no training frames found in {args.data} (sequences {args.train_seqs})")
+
+    teacher = None
+    if args.kd_weight > 0 and any(f.cameras for f in train_frames):
+        cache_root = Path(args.cache) if args.cache else out.parent / "teacher_cache"
+        key = f"{tcfg.name}:{tcfg.image_height}:{tcfg.weights or f'random{tcfg.seed}'}"
+        teacher = FeatureCache(DinoTeacher(tcfg, device), cache_root, key)
+
+    steps_per_epoch = max(1, len(train_frames) // args.batch_size)
+    total_steps = args.epochs * steps_per_epoch
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    start_epoch, best = 0, -1.0
+    history: list[dict] = []
+    if args.resume and state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, best = int(state["epoch"]) + 1, float(state["best"])
+        history = json.loads(state["history"])
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model)
+
+    augment = AugmentConfig()
+    t_start = time.monotonic()
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        order = rng.permutation(len(train_frames))
+        losses = []
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}",
+                   disable=rank != 0)
+        for step in bar:
+            batch = [train_frames[i] for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
+            loss, parts = _train_step(net, model, batch, teacher, args, augment, rng, device)
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(args.lr, epoch * steps_per_epoch + step, total_steps)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(parts)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()})
+        epoch_log = {"epoch": epoch + 1, **{k: float(np.mean([p[k] for p in losses]))
+                                            for k in losses[0]}}
+        if rank == 0:
+            if val_frames:
+                epoch_log["val_miou"] = evaluate(model, val_frames, device)
+            score = epoch_log.get("val_miou", -epoch_log["loss"])
+            history.append(epoch_log)
+            tqdm.write(json.dumps(epoch_log))
+            save_checkpoint(out.with_name(out.stem + ".last.ckpt"), model, mcfg,
+                            class_names=CLASS_NAMES, palette=palette_rgb(),
+                            teacher_name=tcfg.name, extra={"history": json.dumps(history)})
+            if score > best:
+                best = score
+                save_checkpoint(out, model, mcfg, class_names=CLASS_NAMES, palette=palette_rgb(),
+                                teacher_name=tcfg.name, extra={"history": json.dumps(history)})
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "epoch": epoch, "best": best,
+                        "history": json.dumps(history)}, state_path)
+        if args.max_minutes and time.monotonic() - t_start > args.max_minutes * 60:
+            break
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return {"checkpoint": str(out), "epochs": len(history), "best": best, "history": history,
+            "minutes": (time.monotonic() - t_start) / 60}
+
+
+def learning_rate(peak: float, step: int, total: int, warmup: float = 0.1) -> float:
+    """Linear warm-up over the first 10 % of the steps, then cosine decay to zero.
+
+    A function of the global step (not a scheduler object), so a resumed run with a
+    different --epochs follows the schedule of its new length."""
+    warm = max(1, int(warmup * total))
+    if step < warm:
+        return peak * (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _train_step(net, model, batch, teacher, args, augment: AugmentConfig,
+                rng: np.random.Generator, device: torch.device) -> tuple[torch.Tensor, dict]:
+    """Cross-entropy on labeled points + lambda * KD on the points some camera sees."""
+    clouds, labels, views = [], [], []
+    for frame in batch:
+        A = random_transform(augment, rng)
+        clouds.append(torch.from_numpy(apply_transform(frame.points, A, augment.jitter_m, rng)).to(device))
+        labels.append(torch.from_numpy(raw_to_train(frame.labels).astype(np.int64)).to(device))
+        views.append([CameraView(v.name, v.image, v.K, moved_extrinsic(v.T_cam_lidar, A), v.D)
+                      for v in frame.cameras])
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        out = net(voxelize(clouds, model.cfg.voxel_size))
+    target = torch.cat(labels)
+    ce = F.cross_entropy(out.logits.float(), target, ignore_index=IGNORE_INDEX)
+    parts = {"ce": float(ce.detach())}
+    loss = ce
+    if teacher is not None:
+        offset, kd_terms = 0, []
+        for cloud, cams in zip(clouds, views):
+            if cams:
+                with torch.no_grad():
+                    t = teacher_targets(teacher, cloud[:, :3], cams)
+                if len(t):
+                    kd_terms.append(kd_loss(out.feat2d[offset + t.point_index].float(), t.features))
+            offset += len(cloud)
+        if kd_terms:
+            kd = torch.stack(kd_terms).mean()
+            parts["kd"] = float(kd.detach())
+            loss = loss + args.kd_weight * kd
+    parts["loss"] = float(loss.detach())
+    return loss, parts
+
+
+@torch.no_grad()
+def evaluate(model, frames, device: torch.device) -> float:
+    """mIoU (percent) of the model on frames with labels, source BN statistics."""
+    model.eval()
+    cm = ConfusionMatrix(model.cfg.num_classes)
+    for frame in frames:
+        pts = torch.from_numpy(frame.points).to(device)
+        pred = model(voxelize([pts], model.cfg.voxel_size)).logits.argmax(1).cpu().numpy()
+        cm.update(raw_to_train(frame.labels), pred)
+    return cm.miou()
+
