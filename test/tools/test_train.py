@@ -67,3 +67,16 @@ def test_resume_continues_from_the_last_epoch(data: Path, tmp_path: Path) -> Non
     resumed = train.train(parse(*common(data, out, epochs=2), "--resume"))
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["history"][0] == first["history"][0]
+
+
+def test_balanced_weights_favour_rare_classes() -> None:
+    class Frame:  # only the labels matter
+        def __init__(self, labels: np.ndarray) -> None:
+            self.labels = labels
+
+    raw = np.array([40] * 90 + [80] * 10, dtype=np.uint32)  # road (train 8) and pole (17)
+    weights = train.balanced_weights([Frame(raw)], 19, power=0.5).numpy()
+    assert weights[17] > weights[8]
+    assert np.isclose(weights[17] / weights[8], 3.0)  # (0.9 / 0.1) ** 0.5
+    assert np.isclose(weights[[8, 17]].mean(), 1.0) and weights[0] == 1.0
+    assert np.allclose(train.balanced_weights([Frame(raw)], 19, power=0.0).numpy(), 1.0)

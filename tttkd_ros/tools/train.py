@@ -46,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher-weights", default="", help="local DINOv2 weight file")
     p.add_argument("--teacher-height", type=int, default=224)
     p.add_argument("--kd-weight", type=float, default=1.0, help="lambda of the KD term; 0 = off")
+    p.add_argument("--class-balance", type=float, default=0.5,
+                   help="cross-entropy class weights = frequency^-POWER (0 = unweighted)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=2, help="clouds per step")
     p.add_argument("--lr", type=float, default=2e-3)
@@ -123,6 +125,7 @@ def train(args: argparse.Namespace) -> dict:
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model)
 
+    class_weight = balanced_weights(train_frames, mcfg.num_classes, args.class_balance).to(device)
     augment = AugmentConfig()
     t_start = time.monotonic()
     for epoch in range(start_epoch, args.epochs):
@@ -133,7 +136,8 @@ def train(args: argparse.Namespace) -> dict:
                    disable=rank != 0)
         for step in bar:
             batch = [train_frames[i] for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
-            loss, parts = _train_step(net, model, batch, teacher, args, augment, rng, device)
+            loss, parts = _train_step(net, model, batch, teacher, args, augment, rng, device,
+                                      class_weight)
             for group in opt.param_groups:
                 group["lr"] = learning_rate(args.lr, epoch * steps_per_epoch + step, total_steps)
             opt.zero_grad(set_to_none=True)
@@ -179,8 +183,23 @@ def learning_rate(peak: float, step: int, total: int, warmup: float = 0.1) -> fl
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def balanced_weights(frames, num_classes: int, power: float) -> torch.Tensor:
+    """Cross-entropy weights frequency^-power, scaled to mean 1 over the classes present;
+    thin classes (poles, signs, bicycles) have few points and are otherwise ignored."""
+    counts = np.zeros(num_classes, dtype=np.float64)
+    for frame in frames:
+        train_ids = raw_to_train(frame.labels)
+        counts += np.bincount(train_ids[train_ids < num_classes], minlength=num_classes)
+    present = counts > 0
+    weights = np.ones(num_classes)
+    weights[present] = (counts[present] / counts[present].sum()) ** -power
+    weights[present] /= weights[present].mean()
+    return torch.tensor(weights, dtype=torch.float32)
+
+
 def _train_step(net, model, batch, teacher, args, augment: AugmentConfig,
-                rng: np.random.Generator, device: torch.device) -> tuple[torch.Tensor, dict]:
+                rng: np.random.Generator, device: torch.device, class_weight: torch.Tensor
+                ) -> tuple[torch.Tensor, dict]:
     """Cross-entropy on labeled points + lambda * KD on the points some camera sees."""
     clouds, labels, views = [], [], []
     for frame in batch:
@@ -192,7 +211,8 @@ def _train_step(net, model, batch, teacher, args, augment: AugmentConfig,
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         out = net(voxelize(clouds, model.cfg.voxel_size))
     target = torch.cat(labels)
-    ce = F.cross_entropy(out.logits.float(), target, ignore_index=IGNORE_INDEX)
+    ce = F.cross_entropy(out.logits.float(), target, weight=class_weight,
+                         ignore_index=IGNORE_INDEX)
     parts = {"ce": float(ce.detach())}
     loss = ce
     if teacher is not None:
