@@ -46,7 +46,7 @@ from .convert import (
     xyzi_fields_to_pointcloud2,
 )
 from .convert_base import message_bytes
-from .extrinsics import extrinsic_matrix
+from .extrinsics import extrinsic_matrix, quaternion_from_matrix
 from .pointcloud import POINTFIELD_NUMPY
 from .sync import FrameSynchronizer, SyncedFrame
 
@@ -109,29 +109,13 @@ def _header(stamp_ns: int, frame_id: str) -> Any:
     return _msg("std_msgs/msg/Header")(stamp=stamp, frame_id=frame_id)
 
 
-def _quaternion(R: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation -> unit quaternion (x, y, z, w), stable for any angle (Shepperd)."""
-    trace = np.trace(R)
-    i = int(np.argmax([trace, R[0, 0], R[1, 1], R[2, 2]]))
-    if i == 0:
-        w = np.sqrt(1.0 + trace) / 2
-        q = [(R[2, 1] - R[1, 2]) / (4 * w), (R[0, 2] - R[2, 0]) / (4 * w),
-             (R[1, 0] - R[0, 1]) / (4 * w), w]
-    else:
-        a, b, c = (i - 1, i % 3, (i + 1) % 3)
-        s = np.sqrt(1.0 + R[a, a] - R[b, b] - R[c, c]) * 2
-        q = [0.0, 0.0, 0.0, (R[c, b] - R[b, c]) / s]
-        q[a], q[b], q[c] = s / 4, (R[a, b] + R[b, a]) / s, (R[a, c] + R[c, a]) / s
-    return np.asarray(q) / np.linalg.norm(q)
-
-
 def _tf_static(stamp_ns: int, lidar_frame: str, cameras: list[CameraView]) -> Any:
     """TFMessage: parent lidar_frame, child each camera's optical frame (T_lidar_cam)."""
     vec, quat = _msg("geometry_msgs/msg/Vector3"), _msg("geometry_msgs/msg/Quaternion")
     transforms = []
     for view in cameras:
         T = np.linalg.inv(np.asarray(view.T_cam_lidar, dtype=np.float64))
-        x, y, z, w = _quaternion(T[:3, :3])
+        x, y, z, w = quaternion_from_matrix(T[:3, :3])
         transform = _msg("geometry_msgs/msg/Transform")(
             translation=vec(x=T[0, 3], y=T[1, 3], z=T[2, 3]), rotation=quat(x=x, y=y, z=z, w=w))
         transforms.append(_msg("geometry_msgs/msg/TransformStamped")(

@@ -45,6 +45,23 @@ def extrinsic_matrix(xyz: Sequence[float], quat: Sequence[float]) -> np.ndarray:
     return T
 
 
+def quaternion_from_matrix(R: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation -> unit quaternion (x, y, z, w), stable for any angle (Shepperd);
+    the inverse of the rotation part of `extrinsic_matrix`."""
+    trace = np.trace(R)
+    i = int(np.argmax([trace, R[0, 0], R[1, 1], R[2, 2]]))
+    if i == 0:
+        w = np.sqrt(1.0 + trace) / 2
+        q = [(R[2, 1] - R[1, 2]) / (4 * w), (R[0, 2] - R[2, 0]) / (4 * w),
+             (R[1, 0] - R[0, 1]) / (4 * w), w]
+    else:
+        a, b, c = (i - 1, i % 3, (i + 1) % 3)
+        s = np.sqrt(1.0 + R[a, a] - R[b, b] - R[c, c]) * 2
+        q = [0.0, 0.0, 0.0, (R[c, b] - R[b, c]) / s]
+        q[a], q[b], q[c] = s / 4, (R[a, b] + R[b, a]) / s, (R[a, c] + R[c, a]) / s
+    return np.asarray(q) / np.linalg.norm(q)
+
+
 def tf_available() -> bool:
     return tf2_ros is not None
 

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("demo", "synth", "train", "eval", "bench")
+SUBCOMMANDS = ("demo", "synth", "train", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""`tttkd synth`: write a synthetic drive in the SemanticKITTI layout."""
+"""`tttkd synth`: write a synthetic drive in the SemanticKITTI layout (and as a rosbag2)."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,7 @@ from tqdm import tqdm
 from ..data.drive import generate_drive
 from ..data.kitti import sequence_dir, write_label_map, write_sequence
 from ..data.shifts import SHIFTS, list_shifts
+from ..ros.bag import STORAGES, write_drive_bag
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "synth", help="write a synthetic LiDAR + camera drive (SemanticKITTI layout)",
         description="Render a seeded synthetic drive (64-beam LiDAR, KITTI-like camera) in a "
                     "domain-shift preset and write it as OUT/sequences/SS plus "
-                    "OUT/semantic-kitti.yaml.",
+                    "OUT/semantic-kitti.yaml; with --bag also as a self-contained rosbag2 "
+                    "OUT/bags/SS (LiDAR, camera, /tf_static, ground truth).",
     )
     parser.add_argument("--out", type=Path, help="dataset root (gets sequences/SS)")
     parser.add_argument("--frames", type=int, default=20, help="number of frames (10 Hz)")
@@ -25,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="domain-shift preset (see --list-shifts); default clean")
     parser.add_argument("--seed", type=int, default=0, help="drive seed (start, speed, noise)")
     parser.add_argument("--sequence", default="00", help="sequence folder name; default 00")
+    parser.add_argument("--bag", action="store_true",
+                        help="also write the drive as a rosbag2 folder OUT/bags/SS")
+    parser.add_argument("--storage", default="sqlite3", choices=sorted(STORAGES),
+                        help="rosbag2 storage of --bag; default sqlite3")
     parser.add_argument("--list-shifts", action="store_true",
                         help="print the preset names, one per line, clean first, and exit")
     parser.set_defaults(func=run)
@@ -40,10 +46,20 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 1:
         print("tttkd synth: --frames must be at least 1", file=sys.stderr)
         return 2
+    bag = args.out / "bags" / args.sequence
+    if args.bag and bag.exists():
+        print(f"tttkd synth: {bag} exists; remove it or choose another --sequence",
+              file=sys.stderr)
+        return 2
     frames = tqdm(generate_drive(args.shift, frames=args.frames, seed=args.seed),
                   total=args.frames, desc=f"synth {args.shift}", unit="frame")
+    if args.bag:
+        frames = list(frames)  # render once, write twice
     count = write_sequence(args.out, args.sequence, frames)
     write_label_map(args.out / "semantic-kitti.yaml")
     print(f"wrote {count} frames ({args.shift}: {SHIFTS[args.shift][0]}) to "
           f"{sequence_dir(args.out, args.sequence)}")
+    if args.bag:
+        write_drive_bag(bag, frames, args.storage)
+        print(f"wrote the same frames as a rosbag2 ({args.storage}) to {bag}")
     return 0

@@ -1,0 +1,374 @@
+"""`tttkd demo`: the whole product on a fresh machine, through the real node over DDS.
+
+Prepares (or reuses from the cache) a source checkpoint trained on clean synthetic drives
+and a shifted target drive as a rosbag2 (demo_assets.py), starts `adapt_node` as its own
+process on sim time, replays the bag through it twice in lockstep (replay.py): adaptation
+off, then `~/reset` and adaptation on (kd+ocl). Scores the node's `~/labeled_points`
+against the bag's ground truth and writes the JSON, overlay PNGs and the node's log.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from tttkd_ros.core.labels import CLASS_NAMES, palette_rgb, raw_to_train
+from tttkd_ros.core.metrics import ConfusionMatrix
+from tttkd_ros.data.shifts import list_shifts
+from tttkd_ros.ros.bag import POINTS_TOPIC, BagError, BagTopic, read_bag_frames, topic_info
+from tttkd_ros.ros.dds_env import keep_dds_local
+from tttkd_ros.ros.extrinsics import quaternion_from_matrix
+from tttkd_ros.tools import demo_assets
+from tttkd_ros.tools.overlay import write_overlay
+
+ADAPT_MODE = "kd+ocl"
+# Per-frame adaptation budget: a LiDAR frame period on a GPU; on a CPU a step takes about a
+# second, so the demo lets it finish (it shows the method, not real time on a CPU).
+BUDGET_MS_CUDA = 100.0
+BUDGET_MS_CPU = 60000.0
+# On a small, busy CPU torch's OpenMP pool spin-waits on spconv's many tiny GEMMs; one
+# thread was ~10x faster on this project's 2-core machine (training 98 s -> 9 s).
+CPU_THREADS = 1
+START_TIMEOUT_S = 300.0  # node imports (torch, timm, spconv), model load and warm-up
+FRAME_TIMEOUT_S = 300.0
+OVERLAY_FRAMES = 3
+LOG_TAIL_LINES = 30
+# The CLI imports every tool (torch, spconv) before the demo runs: count that time too.
+_T_LOADED = time.monotonic()
+LATENCY_NOTE = ("latency_ms: wall time from publishing a frame's cloud to receiving its "
+                "~/labeled_points (DDS, sync, conversion, teacher, adaptation, inference, "
+                "masks); compute_ms: teacher_ms + adapt_ms + infer_ms from ~/stats")
+
+
+class DemoError(RuntimeError):
+    """A failure the user can act on; the text says what to do."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "demo", help="train a small model, run adapt_node on a shifted drive, show the gain",
+        description="Prepare (or reuse from $XDG_CACHE_HOME/tttkd_ros) a source checkpoint and "
+                    "a shifted target rosbag2, run the real adapt_node on it over DDS without "
+                    "and with adaptation, and report mIoU, latency and steps per frame.")
+    p.add_argument("--json", type=Path, help="result JSON (default: OUT/demo.json)")
+    p.add_argument("--out", type=Path, default=Path("tttkd_demo"),
+                   help="folder for the JSON, overlay PNGs and node log (default ./tttkd_demo)")
+    p.add_argument("--frames", type=int, help="target drive length (default: the profile's)")
+    p.add_argument("--quick", action="store_true",
+                   help="reduced demo: few frames and beams, small images, short training")
+    p.add_argument("--shift", choices=list_shifts(), metavar="NAME",
+                   help=f"target domain shift (default {demo_assets.DEFAULT_SHIFT}; see "
+                        "`tttkd synth --list-shifts`)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.frames is not None and args.frames < 1:
+        print("tttkd demo: --frames must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        demo(args)
+    except (DemoError, BagError) as err:
+        print(f"tttkd demo: error: {err}\n(the cached checkpoint and bag are in "
+              f"{demo_assets.cache_root()}; delete it to rebuild them)", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- the node process --------------------------------------------------------------------------
+
+def _ros_value(value: Any) -> str:
+    """A parameter value as `-p name:=value` text; floats keep a '.' or exponent so that
+    a float parameter never reads as an integer."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_ros_value(v) for v in value) + "]"
+    return str(value)
+
+
+class NodeProcess:
+    """adapt_node as a child process in ROS namespace `namespace` (with /clock and
+    /diagnostics moved into it), its stdout and stderr in `log_path`."""
+
+    def __init__(self, params: dict[str, Any], namespace: str, log_path: Path,
+                 env: dict[str, str]) -> None:
+        cmd = [sys.executable, "-m", "tttkd_ros.ros.node", "--ros-args", "-r",
+               f"__ns:={namespace}"]
+        for topic in ("/clock", "/diagnostics"):
+            cmd += ["-r", f"{topic}:={namespace}{topic}"]
+        for name, value in params.items():
+            cmd += ["-p", f"{name}:={_ros_value(value)}"]
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "w") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:]) or "(empty)"
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGINT (Ctrl-C: the node shuts down cleanly), then wait; kill if it hangs."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def _node_env(cpu: bool) -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if cpu:
+        env.setdefault("OMP_NUM_THREADS", str(CPU_THREADS))
+    # the child must import this very package, installed or not
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
+# -- ground truth --------------------------------------------------------------------------
+
+class Truth:
+    """The bag's ground truth per stamp: raw labels (N,) uint32 and points (N, 3) float32;
+    per camera T_cam_lidar; camera images of the overlay frames (a few, evenly spread)."""
+
+    def __init__(self, bag: Path) -> None:
+        self.stamps: list[int] = []
+        self.labels: dict[int, np.ndarray] = {}
+        self.xyz: dict[int, np.ndarray] = {}
+        self.images: dict[int, dict[str, np.ndarray]] = {}
+        self.extrinsics: dict[str, np.ndarray] = {}
+        count = topic_info(bag).get(POINTS_TOPIC, BagTopic("", 0, False)).count
+        picks = {int(i) for i in np.linspace(0, max(count - 1, 0), OVERLAY_FRAMES)}
+        for i, item in enumerate(read_bag_frames(bag, require_labels=True)):
+            stamp = item.frame.stamp_ns
+            self.stamps.append(stamp)
+            self.labels[stamp] = item.labels
+            self.xyz[stamp] = item.frame.points[:, :3]
+            for view in item.frame.cameras:
+                self.extrinsics.setdefault(view.name, np.asarray(view.T_cam_lidar))
+                if i in picks:
+                    self.images.setdefault(stamp, {})[view.name] = view.image
+        if not self.stamps:
+            raise DemoError(f"{bag} holds no frames; delete it so that the demo writes it anew")
+
+
+def node_parameters(checkpoint: Path, truth: Truth, settings: demo_assets.DemoSettings,
+                    cpu: bool) -> dict[str, Any]:
+    """adapt_node's parameters for the demo; the extrinsics are the bag's /tf_static."""
+    if not truth.extrinsics:
+        raise DemoError("the target bag has no camera frames; the demo needs its camera "
+                        "topics (delete the bag so that the demo writes it anew)")
+    params: dict[str, Any] = {
+        "checkpoint": str(checkpoint), "use_sim_time": True,
+        "qos.input.reliability": "reliable",  # lockstep: no frame may be lost
+        "teacher.name": settings.teacher, "teacher.image_height": settings.teacher_height,
+        "adaptation.mode": ADAPT_MODE,
+        "adaptation.budget_ms": BUDGET_MS_CPU if cpu else BUDGET_MS_CUDA,
+    }
+    params["cameras"] = list(truth.extrinsics)
+    for cam, T in truth.extrinsics.items():
+        params[f"{cam}.xyz"] = [float(v) for v in T[:3, 3]]
+        params[f"{cam}.quat"] = [float(v) for v in quaternion_from_matrix(T[:3, :3])]
+    return params
+
+
+# -- scoring -------------------------------------------------------------------------------
+
+def _percentiles(values: Sequence[float]) -> dict[str, float]:
+    p50, p99 = np.percentile(values, [50, 99])
+    return {"p50": float(p50), "p99": float(p99)}
+
+
+def score(outputs: Sequence[Any], truth: Truth) -> dict:
+    """A mode's JSON entry from the node's outputs (replay.FrameOutput) of one pass."""
+    if len(outputs) != len(truth.stamps):
+        raise DemoError(f"the node answered {len(outputs)} of the bag's {len(truth.stamps)} "
+                        "frames")
+    total = ConfusionMatrix(len(CLASS_NAMES))
+    per_frame, compute = [], []
+    for out in outputs:
+        if out.stamp_ns not in truth.labels:
+            raise DemoError(f"the node answered stamp {out.stamp_ns}, which the bag lacks")
+        if not np.array_equal(out.xyz, truth.xyz[out.stamp_ns]):
+            raise DemoError(f"~/labeled_points at {out.stamp_ns} does not echo the input "
+                            f"points in order ({len(out.xyz)} vs "
+                            f"{len(truth.xyz[out.stamp_ns])} points)")
+        cm = ConfusionMatrix(len(CLASS_NAMES))
+        cm.update(raw_to_train(truth.labels[out.stamp_ns]), out.labels)
+        total.matrix += cm.matrix
+        miou = cm.miou()
+        per_frame.append(None if np.isnan(miou) else miou)
+        s = out.stats
+        compute.append(s["teacher_ms"] + s["adapt_ms"] + s["infer_ms"])
+    iou, present = total.iou() * 100.0, total.present()
+    latency = [o.latency_ms for o in outputs]
+    return {
+        "miou": total.miou(),
+        "iou": {name: float(iou[i]) for i, name in enumerate(CLASS_NAMES) if present[i]},
+        "latency_ms": _percentiles(latency),
+        "compute_ms": _percentiles(compute),
+        "steps_mean": float(np.mean([o.stats["steps"] for o in outputs])),
+        "over_budget_frames": int(sum(bool(o.stats["over_budget"]) for o in outputs)),
+        "outputs": len(outputs),
+        "miou_per_frame": per_frame,
+        "latency_ms_per_frame": latency,
+    }
+
+
+# -- orchestration -------------------------------------------------------------------------
+
+def _replay(player: Any, node: NodeProcess, bag: Path, truth: Truth, offset_ns: int,
+            desc: str) -> list:
+    from tttkd_ros.ros.replay import bag_frames
+
+    cameras = list(truth.extrinsics)
+    with tqdm(total=len(truth.stamps), desc=desc, unit="frame") as bar:
+        return player.play(bag_frames(bag, cameras, offset_ns), offset_ns, FRAME_TIMEOUT_S,
+                           node.alive, bar.update)
+
+
+def run_passes(bag: Path, truth: Truth, params: dict[str, Any], log_path: Path, cpu: bool,
+               timings: dict[str, float]) -> dict[str, list]:
+    """Start the node, replay the bag without then with adaptation, stop the node."""
+    try:
+        from tttkd_ros.ros.replay import LockstepPlayer, ReplayError
+    except ImportError as err:
+        raise DemoError(f"the demo runs the ROS node and needs rclpy ({err}); install the ROS "
+                        "2 Python packages: pip install '.[ros]', or source a ROS 2 Jazzy "
+                        "install") from err
+    # a second pass must look newer than the first to the node's synchroniser
+    offset = truth.stamps[-1] - truth.stamps[0] + 10 * 1_000_000_000
+    # a private namespace: no other ROS graph on this host can feed or read the demo node
+    namespace = f"/tttkd_demo_{os.getpid()}"
+    node = NodeProcess(params, namespace, log_path, _node_env(cpu))
+    try:
+        player = LockstepPlayer(namespace, cameras=list(truth.extrinsics))
+        try:
+            t0 = time.monotonic()
+            print(f"starting adapt_node (log: {log_path}) ...", flush=True)
+            player.wait_ready(START_TIMEOUT_S, node.alive)
+            timings["node_start_s"] = time.monotonic() - t0
+            passes = {}
+            for mode, enabled, offset_ns in (("none", False, 0), (ADAPT_MODE, True, offset)):
+                t0 = time.monotonic()
+                if enabled:
+                    player.reset()
+                player.enable_adaptation(enabled)
+                desc = f"replay, adaptation {'on (' + mode + ')' if enabled else 'off'}"
+                passes[mode] = _replay(player, node, bag, truth, offset_ns, desc)
+                timings[f"replay_{mode}_s"] = time.monotonic() - t0
+        finally:
+            player.close()
+    except ReplayError as err:
+        raise DemoError(f"{err}\n--- last lines of the adapt_node log ({log_path}) ---\n"
+                        f"{node.tail()}") from err
+    finally:
+        code = node.stop()
+    if code not in (0, -signal.SIGINT):
+        raise DemoError(f"adapt_node exited with code {code} after the replay; see {log_path}:"
+                        f"\n{node.tail()}")
+    return passes
+
+
+def write_overlays(out_dir: Path, truth: Truth, passes: dict[str, list]) -> list[Path]:
+    """Camera image + predicted mask for the overlay frames of every pass."""
+    palette, paths = palette_rgb(), []
+    for mode, outputs in passes.items():
+        tag = mode.replace("+", "_")
+        for out in outputs:
+            index = truth.stamps.index(out.stamp_ns)
+            for cam, image in truth.images.get(out.stamp_ns, {}).items():
+                if cam in out.masks:
+                    paths.append(write_overlay(
+                        out_dir / "overlays" / f"frame{index:03d}_{cam}_{tag}.png", image,
+                        out.masks[cam], palette))
+    return paths
+
+
+def print_table(result: dict) -> None:
+    print(f"\n{'mode':<8} {'mIoU %':>7}  {'latency p50/p99 ms':>19}  "
+          f"{'compute p50/p99 ms':>19}  {'steps/frame':>11}")
+    for mode, e in result["modes"].items():
+        lat, comp = e["latency_ms"], e["compute_ms"]
+        print(f"{mode:<8} {e['miou']:>7.1f}  {lat['p50']:>9.0f} /{lat['p99']:>7.0f}  "
+              f"{comp['p50']:>9.0f} /{comp['p99']:>7.0f}  {e['steps_mean']:>11.2f}")
+    modes = list(result["modes"].values())
+    print(f"adaptation: {modes[1]['miou'] - modes[0]['miou']:+.1f} mIoU points over "
+          f"{result['frames']} frames ({result['config']['shift']} drive)")
+    print(f"({LATENCY_NOTE})")
+
+
+def print_timings(timings: dict[str, float], cached: dict[str, bool], cache: Path) -> None:
+    parts = [f"{name[:-2].replace('_', ' ')} {seconds:.1f} s"
+             + (" (cached)" if cached.get(name[:-2]) else "")
+             for name, seconds in timings.items() if name != "total_s"]
+    kind = ("cached run" if all(cached.values())
+            else "first run (built: " + ", ".join(k for k, v in cached.items() if not v) + ")")
+    print(f"timings: {', '.join(parts)}")
+    print(f"total {timings['total_s']:.0f} s, {kind}; cache: {cache}")
+
+
+def demo(args: argparse.Namespace) -> dict:
+    """Run the demo (see the module doc); returns the result JSON."""
+    keep_dds_local()  # before any rclpy context and before the node process inherits it
+    import torch  # late: `tttkd --help` should not pay for it
+
+    cpu = not torch.cuda.is_available()
+    settings = demo_assets.demo_settings(args.quick, args.shift, args.frames)
+    cache = demo_assets.cache_root() / settings.source_key()
+    timings: dict[str, float] = {}
+    threads = torch.get_num_threads()
+    if cpu and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(CPU_THREADS)
+    try:
+        checkpoint = demo_assets.prepare_checkpoint(settings)
+    finally:
+        torch.set_num_threads(threads)
+    bag = demo_assets.prepare_target_bag(settings)
+    timings["checkpoint_s"], timings["bag_s"] = checkpoint.seconds, bag.seconds
+    cached = {"checkpoint": checkpoint.cached, "bag": bag.cached}
+    truth = Truth(bag.path)
+    params = node_parameters(checkpoint.path, truth, settings, cpu)
+    out_dir = args.out
+    passes = run_passes(bag.path, truth, params, out_dir / "adapt_node.log", cpu, timings)
+
+    result = {
+        "frames": len(truth.stamps), "classes": list(CLASS_NAMES),
+        "modes": {mode: score(outputs, truth) for mode, outputs in passes.items()},
+        "latency_note": LATENCY_NOTE,
+        "config": {"shift": settings.shift, "profile": settings.profile,
+                   "bag": str(bag.path), "checkpoint": str(checkpoint.path),
+                   "node_parameters": params, "world": settings.world},
+        "cached": cached,
+    }
+    result["overlays"] = [str(p) for p in write_overlays(out_dir, truth, passes)]
+    timings["total_s"] = time.monotonic() - _T_LOADED
+    result["timings_s"] = timings
+    json_path = args.json or out_dir / "demo.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
+    print_timings(timings, cached, cache)
+    print(f"wrote {json_path}, {len(result['overlays'])} overlays in {out_dir / 'overlays'}, "
+          f"node log {out_dir / 'adapt_node.log'}")
+    return result
