@@ -78,6 +78,24 @@ class AdaptConfig:
     bn_prior: float = 1.0
     restore_prob: float = 0.0  # stochastic restoration probability per element (OCL: 0.01)
     seed: int = 0
+    # Safety (core/safety.py). A cloud with more points than max_points is grid-subsampled
+    # for the model and every point takes its cell's label; 0 = no cap.
+    max_points: int = 300_000
+    # A step whose loss part exceeds its recent median by more than
+    # max(spike_factor * robust spread, spike_min_delta) is discarded and the last good
+    # weights restored; spike_factor 0 = off. spike_window: accepted steps remembered;
+    # spike_patience: spikes in a row after which the new level counts as normal.
+    spike_factor: float = 6.0
+    spike_min_delta: float = 0.25
+    spike_window: int = 32
+    spike_patience: int = 5
+    # A collapse (the dominant class's share of a frame at least collapse_jump above its
+    # median over the last collapse_window frames, for collapse_frames frames in a row)
+    # resets to the source weights; collapse_jump 0 = off.
+    collapse_jump: float = 0.3
+    collapse_window: int = 20
+    collapse_frames: int = 3
+    reset_on_clock_jump: bool = True  # time went backwards (looped bag): back to the source
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
@@ -88,6 +106,12 @@ class AdaptConfig:
             "max_steps": self.max_steps >= 0, "budget_ms": self.budget_ms >= 0,
             "lr": self.lr >= 0, "bn_prior": 0.0 <= self.bn_prior <= 1.0,
             "restore_prob": 0.0 <= self.restore_prob <= 1.0,
+            "max_points": self.max_points >= 0, "spike_factor": self.spike_factor >= 0,
+            "spike_min_delta": self.spike_min_delta >= 0, "spike_window": self.spike_window >= 1,
+            "spike_patience": self.spike_patience >= 1,
+            "collapse_jump": 0.0 <= self.collapse_jump <= 1.0,
+            "collapse_window": self.collapse_window >= 1,
+            "collapse_frames": self.collapse_frames >= 1,
         }
         for name, ok in checks.items():
             if not ok:

@@ -3,11 +3,17 @@
 `process(frame)` takes up to `max_steps` self-supervised gradient steps on the frame inside
 its time budget (TTT-KD: adapt, then predict), or predicts from the first step's forward pass
 (OCL's order), and returns per-point labels, confidences, camera masks and stats.
+
+Safety (core/safety.py): a cloud over `max_points` is grid-subsampled for the model and every
+point takes its cell's label; a step with a non-finite loss or gradient, or a loss spike, is
+discarded and the last good weights are restored; a collapse of the predictions resets to the
+source weights. Every such event is named in the frame's stats and counted in `event_counts`.
 """
 from __future__ import annotations
 
 import copy
 import time
+from collections import Counter
 from dataclasses import replace
 
 import numpy as np
@@ -22,6 +28,7 @@ from .model import SegModel, param_groups
 from .norm import set_bn_prior
 from .objective import KdTargets, adaptation_loss, has_signal, teacher_targets, uses_kd, uses_ocl
 from .restore import copy_into, snapshot, stochastic_restore
+from .safety import CollapseDetector, LossSpikeDetector, dominant_share, grid_subsample
 from .voxelize import voxelize
 
 
@@ -44,7 +51,9 @@ class AdaptationEngine:
         self.planner = BudgetPlanner()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.resets = 0
+        self.event_counts: Counter[str] = Counter()  # every event since start, by name
         self._select_params()
+        self._make_guards()
 
     # -- configuration -------------------------------------------------------------------
 
@@ -59,6 +68,13 @@ class AdaptationEngine:
             self.source = snapshot(list(self.model.parameters()))
         self.optimizer = self._make_optimizer()
         self.optimizer_start = copy.deepcopy(self.optimizer.state_dict())
+        self.last_good = snapshot(self.params)  # the adapted weights of the last normal loss
+
+    def _make_guards(self) -> None:
+        c = self.cfg
+        self.spikes = LossSpikeDetector(c.spike_factor, c.spike_min_delta, c.spike_window,
+                                        c.spike_patience)
+        self.collapse = CollapseDetector(c.collapse_jump, c.collapse_window, c.collapse_frames)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.cfg
@@ -72,7 +88,8 @@ class AdaptationEngine:
     def configure(self, **changes) -> None:
         """Change adaptation settings at run time; invalid values raise ValueError and change
         nothing. The adapted weights are kept; a new optimizer starts if its settings or the
-        adapted parameter set change."""
+        adapted parameter set change. The spike and collapse detectors start over (the
+        objective, and so the loss level, may have changed)."""
         new = replace(self.cfg, **changes)
         new.validate()
         rebuild = any(getattr(new, k) != getattr(self.cfg, k)
@@ -80,12 +97,29 @@ class AdaptationEngine:
         self.cfg = new
         if rebuild:
             self._select_params()
+        self._make_guards()
 
     def reset(self) -> None:
-        """Back to the source weights and a fresh optimizer."""
+        """Back to the source weights and a fresh optimizer; the detectors start over."""
         copy_into(list(self.model.parameters()), self.source)
-        self.optimizer.load_state_dict(self.optimizer_start)
+        self._restart_from_current()
         self.resets += 1
+
+    def clock_jumped(self) -> bool:
+        """The input's time went backwards (a looped bag): reset to the source weights when
+        `reset_on_clock_jump` is set. Returns whether it reset (counted as an event)."""
+        if not self.cfg.reset_on_clock_jump:
+            return False
+        self.reset()
+        self.event_counts["clock_jump_reset"] += 1
+        return True
+
+    def _restart_from_current(self) -> None:
+        """Fresh optimizer state, the current weights as the last good ones, no history."""
+        self.optimizer.load_state_dict(self.optimizer_start)
+        copy_into(self.last_good, self.params)
+        self.spikes.clear()
+        self.collapse.clear()
 
     @property
     def adapting(self) -> bool:
@@ -104,13 +138,24 @@ class AdaptationEngine:
         if len(pts) == 0:
             return Prediction(labels, confidence, {}, stats)
 
-        logits = None
-        if self.adapting:
-            logits = self._adapt(pts, frame, stats)
+        model_pts, owner = pts, None
+        if 0 < self.cfg.max_points < len(pts):
+            keep, owner = grid_subsample(pts[:, :3], self.cfg.max_points,
+                                         self.model.cfg.voxel_size)
+            model_pts = pts[keep]
+            self._event(stats, "points_subsampled")
+        adapting = self.adapting
+        logits = self._adapt(model_pts, frame, stats) if adapting else None
         if logits is None:
-            logits = self._infer(pts, stats)
-        prob = torch.softmax(logits.float(), dim=1)
-        conf, cls = prob.max(dim=1)
+            logits = self._infer(model_pts, stats)
+        conf, cls = self._classify(logits)
+        if adapting and stats.steps > 0 and self.collapse.update(
+                dominant_share(cls[cls != UNLABELED], self.model.cfg.num_classes)):
+            self.reset()  # the prediction came from collapsed weights: redo it from the source
+            self._event(stats, "collapse_reset")
+            conf, cls = self._classify(self._infer(model_pts, stats))
+        if owner is not None:
+            conf, cls = conf[owner], cls[owner]
         labels[finite] = cls.cpu().numpy().astype(np.uint16)
         confidence[finite] = conf.cpu().numpy()
         masks = {v.name: render_mask(pts[:, :3], labels[finite], v) for v in frame.cameras}
@@ -118,19 +163,34 @@ class AdaptationEngine:
         if self.cfg.protocol == "episodic" and stats.steps > 0:
             copy_into(list(self.model.parameters()), self.source)
             self.optimizer.load_state_dict(self.optimizer_start)
+            copy_into(self.last_good, self.params)
         return Prediction(labels, confidence, masks, stats)
+
+    def _event(self, stats: FrameStats, name: str) -> None:
+        stats.events.append(name)
+        self.event_counts[name] += 1
+
+    @staticmethod
+    def _classify(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(confidence (N,) float32, class (N,) int64) from logits (N, C); a point whose
+        logits are not finite gets UNLABELED and confidence 0."""
+        conf, cls = torch.softmax(logits.float(), dim=1).max(dim=1)
+        bad = ~torch.isfinite(conf)
+        return conf.masked_fill(bad, 0.0), cls.masked_fill(bad, UNLABELED)
 
     def _infer(self, pts: torch.Tensor, stats: FrameStats) -> torch.Tensor:
         """Logits (N, C) with everything frozen and source BN statistics."""
         times: list[float] = []
         with self.timer.measure(times), torch.no_grad():
             logits = self.model(voxelize([pts], self.model.cfg.voxel_size)).logits
-        stats.infer_ms = times[0]
+        stats.infer_ms += times[0]
         return logits
 
     def _adapt(self, pts: torch.Tensor, frame: Frame, stats: FrameStats) -> torch.Tensor | None:
-        """Take steps while they fit the budget. Returns the logits of the first step's
-        forward (averaged over the OCL views) when the order is predict_then_adapt."""
+        """Take steps while they fit the budget; a discarded step ends the frame's steps (the
+        same data would fail again). Returns the logits of the first step's forward (averaged
+        over the OCL views) when the order is predict_then_adapt and that step was not
+        discarded (its weights were not trusted), else None."""
         cfg = self.cfg
         targets = None
         if uses_kd(cfg.mode) and self.teacher is not None and frame.cameras:
@@ -145,13 +205,14 @@ class AdaptationEngine:
         step_times: list[float] = []
         while stats.steps < cfg.max_steps and self.planner.fits(sum(step_times), cfg.budget_ms):
             with self.timer.measure(step_times):
-                logits, parts, event = self._step(pts, targets)
+                logits, parts, event = self._step(pts, targets, first=stats.steps == 0)
             self.planner.record(step_times[-1])
             stats.steps += 1
             stats.losses = parts
             if event:
-                stats.events.append(event)
-            if first_logits is None:
+                self._event(stats, event)
+                break
+            if stats.steps == 1:
                 first_logits = logits
         if stats.steps == 0:
             self.planner.refused_frame()
@@ -159,11 +220,14 @@ class AdaptationEngine:
         stats.over_budget = stats.adapt_ms > cfg.budget_ms
         return first_logits if cfg.order == "predict_then_adapt" else None
 
-    def _step(self, pts: torch.Tensor, targets: KdTargets | None
+    def _step(self, pts: torch.Tensor, targets: KdTargets | None, first: bool
               ) -> tuple[torch.Tensor, dict[str, float], str]:
-        """One gradient step. A non-finite loss or gradient discards the step (the weights
-        are not touched). Returns the step's (detached, view-averaged) logits, loss parts and
-        an event name ('' when the step was applied)."""
+        """One gradient step. A non-finite loss or a loss spike discards the step and puts
+        back the last good weights (those of the last normal loss; a fresh optimizer state
+        drops the momentum that led away from them); a non-finite gradient discards the
+        step. Returns the step's (detached, view-averaged) logits, loss parts and an event
+        name ('' when the step was applied). `first`: the frame's first step, whose loss
+        parts join the spike detector's history."""
         cfg = self.cfg
         n = len(pts)
         clouds = [pts, mirror_points(pts)] if uses_ocl(cfg.mode) else [pts]
@@ -176,8 +240,13 @@ class AdaptationEngine:
         logits = out.logits.detach()
         logits = (logits[:n] + logits[n:]) / 2 if len(clouds) == 2 else logits
         self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            return logits, parts, "nonfinite_loss_discarded"
+        rejected = ("nonfinite_loss_discarded" if not torch.isfinite(loss)
+                    else "loss_spike_discarded" if self.spikes.check(parts, record=first) else "")
+        if rejected:
+            copy_into(self.params, self.last_good)
+            self.optimizer.load_state_dict(self.optimizer_start)
+            return logits, parts, rejected
+        copy_into(self.last_good, self.params)  # these weights gave a normal loss
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, float("inf"))
         if not torch.isfinite(grad_norm):
