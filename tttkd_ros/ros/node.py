@@ -3,6 +3,11 @@
 Thin wiring: messages -> FrameSynchronizer -> latest-frame worker -> numpy Frame ->
 AdaptationEngine -> numpy Prediction -> messages. Subscription callbacks only queue
 messages; conversion, the model and publishing run on the worker thread.
+
+A defective input never takes the node down: each defect (unreadable message, zero or
+out-of-order stamp, frame_id other than the configured one, NaN points, empty or oversized
+cloud) is counted in /diagnostics and logged, throttled per input and kind of defect, and
+the rest of the frame (or the next frame) is processed as usual.
 """
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ import threading
 import time
 from functools import partial
 
+import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -26,7 +33,7 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
 from ..core.device import resolve_device
-from ..core.frame import CameraView, Frame, FrameStats
+from ..core.frame import UNLABELED, CameraView, Frame, FrameStats
 from ..core.loading import load_engine, warm_up
 from .convert import (
     ConversionError,
@@ -36,7 +43,7 @@ from .convert import (
     pointcloud2_to_xyzi,
 )
 from .dds_env import keep_dds_local
-from .diagnostics import DiagnosticsReporter, Health
+from .diagnostics import DefectLog, DiagnosticsReporter, Health, process_rss_mb
 from .extrinsics import Extrinsics, ExtrinsicsError, TfExtrinsics, tf_available
 from .outputs import colored_cloud, labeled_cloud, mask_color_image, mask_image, stats_message
 from .params import AdaptationUpdate, adaptation_update, declare_and_read, parse_palette
@@ -46,7 +53,8 @@ from .worker import LatestFrameWorker
 NODE_NAME = "tttkd_adapt"
 POLL_PERIOD_S = 0.02  # how often pending clouds are checked against the sync timeout
 DIAGNOSTICS_PERIOD_S = 1.0
-LOG_THROTTLE_S = 5.0
+LOG_THROTTLE_S = 5.0  # the same defect on the same input is logged at most this often
+_NS = 1_000_000_000
 
 
 def stamp_ns(stamp) -> int:
@@ -76,7 +84,11 @@ class AdaptNode(Node):
         self.extrinsics = Extrinsics(s.extrinsics, self._tf_source())
         self.sync = FrameSynchronizer(s.cameras, s.slop, s.queue_size, s.sync_timeout)
         self.sync_lock = threading.Lock()
-        self._last_log: dict[str, float] = {}
+        self.defects = DefectLog(self.health, LOG_THROTTLE_S)
+        # a cloud older than the newest by more than this is a clock jump for the sync
+        self._jump_ns = round(s.slop * _NS) + _NS
+        self._newest_cloud_ns: int | None = None
+        self._clock_jumps_seen = 0
         self.worker = LatestFrameWorker(self._process, self._on_failure)
         self._make_interfaces()
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -138,14 +150,36 @@ class AdaptNode(Node):
         with self.sync_lock:
             fn(*args)
 
+    def _stamp(self, source: str, msg) -> int | None:
+        """The message's stamp in ns, or None (a logged defect) when it is zero."""
+        stamp = stamp_ns(msg.header.stamp)
+        if stamp == 0:
+            self._defect(source, "header stamp is zero (the driver does not stamp its "
+                         "messages); message dropped")
+            return None
+        return stamp
+
     def _on_image(self, cam: str, msg: Image) -> None:
-        self._locked(self.sync.add_image, cam, stamp_ns(msg.header.stamp), msg)
+        stamp = self._stamp(f"{cam}/image", msg)
+        if stamp is not None:
+            self._locked(self.sync.add_image, cam, stamp, msg)
 
     def _on_camera_info(self, cam: str, msg: CameraInfo) -> None:
-        self._locked(self.sync.add_camera_info, cam, stamp_ns(msg.header.stamp), msg)
+        stamp = self._stamp(f"{cam}/camera_info", msg)
+        if stamp is not None:
+            self._locked(self.sync.add_camera_info, cam, stamp, msg)
 
     def _on_cloud(self, msg: PointCloud2) -> None:
-        self._locked(self.sync.add_cloud, stamp_ns(msg.header.stamp), msg)
+        stamp = self._stamp("points", msg)
+        if stamp is None:
+            return
+        newest = self._newest_cloud_ns
+        if newest is not None and newest - self._jump_ns <= stamp < newest:
+            self._defect("points", f"stamp {stamp * 1e-9:.3f} s is older than the previous "
+                         f"cloud's {newest * 1e-9:.3f} s (out of order); cloud dropped")
+            return
+        self._newest_cloud_ns = stamp  # a step back beyond _jump_ns: a clock jump (the sync's)
+        self._locked(self.sync.add_cloud, stamp, msg)
         self._poll()
 
     def _poll(self) -> None:
@@ -159,22 +193,38 @@ class AdaptNode(Node):
 
     def _process(self, synced: SyncedFrame) -> None:
         header = synced.cloud.header
+        jump_reset = self._handle_clock_jump()
+        defects: list[str] = []
         try:
             cloud = pointcloud2_to_xyzi(synced.cloud)
         except ConversionError as exc:
-            self._input_error("points", exc)
+            self._defect("points", f"{exc}; cloud skipped")
             return
+        defects += self._check_points(cloud.points)
         views, image_headers = [], {}
-        for cam, pair in synced.cameras.items():
-            if pair is None:  # no image within the slop before the timeout
-                continue
-            view = self._camera_view(cam, pair, header.frame_id, synced.stamp_ns)
-            if view is not None:
-                views.append(view)
-                image_headers[cam] = pair.image.header
+        lidar = self.settings.lidar_frame
+        if lidar and header.frame_id != lidar:
+            defects.append(self._defect(
+                "points", f"frame_id '{header.frame_id}' is not lidar_frame '{lidar}', the "
+                "frame the camera extrinsics are for; processed without cameras"))
+        else:
+            for cam, pair in synced.cameras.items():
+                if pair is None:  # no image within the slop before the timeout
+                    continue
+                view = self._camera_view(cam, pair, header.frame_id, synced.stamp_ns, defects)
+                if view is not None:
+                    views.append(view)
+                    image_headers[cam] = pair.image.header
         frame = Frame(points=cloud.points, cameras=views, stamp_ns=synced.stamp_ns,
                       frame_id=header.frame_id)
         pred = self.engine.process(frame)
+        if "points_subsampled" in pred.stats.events:
+            defects.append(self._defect(
+                "points", f"{len(cloud.points)} points, over max_points "
+                f"{self.engine.cfg.max_points}: the model saw a grid subsample, every point "
+                "is still labeled"))
+        if jump_reset:
+            pred.stats.events.insert(0, "clock_jump_reset")
         if self.pub_labeled.get_subscription_count():
             self.pub_labeled.publish(labeled_cloud(header, cloud, pred))
         if self.pub_colored.get_subscription_count():
@@ -190,27 +240,60 @@ class AdaptNode(Node):
         self.pub_stats.publish(stats_message(
             synced.stamp_ns, header.frame_id, pred.stats, points=len(cloud.points),
             cameras=[v.name for v in views], lidar_only=not views, dropped=self.worker.dropped,
-            enabled=e.enabled, mode=e.cfg.mode, resets=e.resets))
+            enabled=e.enabled, mode=e.cfg.mode, resets=e.resets,
+            event_counts=dict(e.event_counts), input_defects=defects))
 
-    def _camera_view(self, cam: str, pair: CameraPair, lidar_frame: str, stamp: int
-                     ) -> CameraView | None:
-        """The camera's part of the Frame, or None (logged, counted) when it is unusable."""
+    def _handle_clock_jump(self) -> bool:
+        """Reset the engine (when configured) once per clock jump the sync has seen; True
+        when it reset. Runs on the worker, between frames."""
+        with self.sync_lock:
+            jumps = self.sync.stats()["clock_jumps"]
+        if jumps == self._clock_jumps_seen:
+            return False
+        self._clock_jumps_seen = jumps
+        if not self.engine.clock_jumped():
+            return False
+        self.get_logger().warn("time jumped backwards (looped bag?): sync queues cleared, "
+                               "adaptation reset to the source weights")
+        return True
+
+    def _check_points(self, points: np.ndarray) -> list[str]:
+        """Defects of a decoded (N, 4) cloud the engine copes with: empty, non-finite values."""
+        if len(points) == 0:
+            return [self._defect("points", "empty cloud (0 points); published empty")]
+        bad = len(points) - int(np.isfinite(points).all(axis=1).sum())
+        if bad:
+            return [self._defect("points", f"{bad} of {len(points)} points have NaN/Inf "
+                                 f"values; left out of the model and labeled {UNLABELED}")]
+        return []
+
+    def _camera_view(self, cam: str, pair: CameraPair, lidar_frame: str, stamp: int,
+                     defects: list[str]) -> CameraView | None:
+        """The camera's part of the Frame, or None when it is unusable (the defect is logged,
+        counted and appended to `defects`)."""
+        unused = "; frame processed without this camera"
+        expected = self.settings.camera_frames[cam]
+        camera_frame = pair.image.header.frame_id
+        if expected and camera_frame != expected:
+            defects.append(self._defect(
+                f"{cam}/image", f"frame_id '{camera_frame}' is not {cam}.frame_id "
+                f"'{expected}', the frame its extrinsic is for{unused}"))
+            return None
         try:
             rgb = image_to_rgb(pair.image)
         except ConversionError as exc:
-            self._input_error(f"{cam}/image", exc)
+            defects.append(self._defect(f"{cam}/image", f"{exc}{unused}"))
             return None
         try:
             calib = camera_info_to_calib(pair.info)
             check_image_matches_info(rgb.shape[:2], calib)
         except ConversionError as exc:
-            self._input_error(f"{cam}/camera_info", exc)
+            defects.append(self._defect(f"{cam}/camera_info", f"{exc}{unused}"))
             return None
-        camera_frame = pair.image.header.frame_id
         try:
             T = self.extrinsics.get(cam, camera_frame, lidar_frame, stamp)
         except ExtrinsicsError as exc:
-            self._input_error(f"{cam}/extrinsics", exc)
+            defects.append(self._defect(f"{cam}/extrinsics", f"{exc}{unused}"))
             return None
         return CameraView(name=cam, image=rgb, K=calib.K, T_cam_lidar=T, D=calib.D,
                           distortion_model=calib.distortion_model, frame_id=camera_frame)
@@ -222,20 +305,17 @@ class AdaptNode(Node):
         h.last_budget_ms = stats.budget_ms
         h.consecutive_overruns = h.consecutive_overruns + 1 if stats.over_budget else 0
         h.discarded_steps += sum(ev.endswith("discarded") for ev in stats.events)
+        h.event_counts = dict(e.event_counts)
         h.lidar_only += not views
         h.dropped, h.resets = self.worker.dropped, e.resets
         h.enabled, h.mode = e.enabled, e.cfg.mode
 
-    def _input_error(self, source: str, exc: Exception) -> None:
-        """Count a defective input and log it at most once per LOG_THROTTLE_S per input."""
-        h = self.health
-        h.conversion_errors[source] = h.conversion_errors.get(source, 0) + 1
-        h.last_conversion_error = f"{source}: {exc}"
-        now = time.monotonic()
-        if now - self._last_log.get(source, -LOG_THROTTLE_S) >= LOG_THROTTLE_S:
-            self._last_log[source] = now
-            self.get_logger().warn(f"skipping {source}: {exc} "
-                                   f"({h.conversion_errors[source]} so far)")
+    def _defect(self, source: str, text: str) -> str:
+        """Count a defect of input `source`, log it (throttled) and return "source: text"."""
+        count = self.defects.record(source, text, time.monotonic())
+        if count is not None:
+            self.get_logger().warn(f"{source}: {text} ({count} defect(s) on this input)")
+        return f"{source}: {text}"
 
     def _on_failure(self, synced: SyncedFrame, exc: BaseException) -> None:
         self.health.failed += 1
@@ -249,6 +329,11 @@ class AdaptNode(Node):
         with self.sync_lock:
             self.health.sync = self.sync.stats()
         self.health.dropped = self.worker.dropped
+        self.health.rss_mb = process_rss_mb()
+        device = self.engine.device
+        if device.type == "cuda":
+            self.health.gpu_allocated_mb = torch.cuda.memory_allocated(device) / 2**20
+            self.health.gpu_reserved_mb = torch.cuda.memory_reserved(device) / 2**20
         self.pub_diag.publish(self.reporter.message(self.health,
                                                     self.get_clock().now().to_msg()))
 

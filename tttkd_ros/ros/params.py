@@ -106,6 +106,26 @@ ADAPTATION: dict[str, Spec] = {
     "restore_prob": Spec(_ADAPT.restore_prob, "Stochastic restoration probability per weight "
                          "element and step (OCL uses 0.01).", 0.0, 1.0, read_only=False),
     "seed": Spec(_ADAPT.seed, "Seed of the stochastic restoration.", 0, 2**31 - 1),
+    "spike_factor": Spec(_ADAPT.spike_factor, "A step whose loss exceeds its recent median by "
+                         "more than spike_factor robust deviations (and spike_min_delta) is "
+                         "discarded and the last good weights restored; 0 = off.", 0.0, 1000.0,
+                         read_only=False),
+    "spike_min_delta": Spec(_ADAPT.spike_min_delta, "Smallest loss rise over the recent median "
+                            "that counts as a spike (noise floor).", 0.0, 1000.0,
+                            read_only=False),
+    "spike_window": Spec(_ADAPT.spike_window, "Frames of loss history the spike test uses.",
+                         1, 10000, read_only=False),
+    "spike_patience": Spec(_ADAPT.spike_patience, "Spikes in a row after which the new loss "
+                           "level is accepted as normal.", 1, 1000, read_only=False),
+    "collapse_jump": Spec(_ADAPT.collapse_jump, "Rise of the dominant class's share of a frame "
+                          "over its recent median that signals a collapse (reset to the "
+                          "source weights); 0 = off.", 0.0, 1.0, read_only=False),
+    "collapse_window": Spec(_ADAPT.collapse_window, "Frames of history the collapse test "
+                            "uses.", 1, 10000, read_only=False),
+    "collapse_frames": Spec(_ADAPT.collapse_frames, "Frames in a row with the jump that make a "
+                            "collapse.", 1, 1000, read_only=False),
+    "reset_on_clock_jump": Spec(_ADAPT.reset_on_clock_jump, "Reset to the source weights when "
+                                "time jumps backwards (a looped bag).", read_only=False),
 }
 
 TEACHER: dict[str, Spec] = {
@@ -141,6 +161,11 @@ GENERAL: dict[str, Spec] = {
     "qos.output.depth": Spec(10, "Output QoS history depth.", 1, 1000),
     "palette": Spec("", "Class colours '#rrggbb, ...' in class order; empty = the "
                     "checkpoint's palette."),
+    "max_points": Spec(_ADAPT.max_points, "Most points the model sees per frame; a larger "
+                       "cloud is grid-subsampled and every point takes its cell's label. "
+                       "0 = no cap.", 0, 100_000_000),
+    "lidar_frame": Spec("", "The cloud frame_id the camera extrinsics are for; a cloud in "
+                        "another frame is processed without cameras. Empty = any."),
 }
 
 
@@ -155,6 +180,8 @@ def camera_specs(camera: str) -> dict[str, Spec]:
                               "optical frame transform."),
         f"{camera}.quat": Spec(list(FORWARD_CAMERA_QUAT), f"Rotation (x, y, z, w) of the "
                                f"LiDAR -> '{camera}' optical frame transform."),
+        f"{camera}.frame_id": Spec("", f"The image frame_id the '{camera}' extrinsic is for; "
+                                   "an image in another frame is not used. Empty = any."),
     }
 
 
@@ -199,6 +226,8 @@ class NodeSettings:
     qos_in: QosSettings
     qos_out: QosSettings
     palette: str
+    lidar_frame: str  # "" = any
+    camera_frames: dict[str, str]  # camera -> expected image frame_id, "" = any
 
 
 def declare_and_read(node: Node) -> NodeSettings:
@@ -219,7 +248,8 @@ def declare_and_read(node: Node) -> NodeSettings:
 def settings_from_values(v: dict[str, Any], cameras: list[str]) -> NodeSettings:
     """Build NodeSettings from a name -> value mapping (validated)."""
     adapt_fields = {f.name for f in fields(AdaptConfig)}
-    adapt = AdaptConfig(**{k: v[f"adaptation.{k}"] for k in ADAPTATION if k in adapt_fields})
+    adapt = AdaptConfig(**{k: v[f"adaptation.{k}"] for k in ADAPTATION if k in adapt_fields},
+                        max_points=v["max_points"])
     validate_adaptation(adapt)
     teacher = TeacherConfig(**{k: v[f"teacher.{k}"] for k in TEACHER})
     if teacher.name not in TEACHER_DIMS:
@@ -240,7 +270,8 @@ def settings_from_values(v: dict[str, Any], cameras: list[str]) -> NodeSettings:
         adapt=adapt, enabled=v["adaptation.enabled"], teacher=teacher,
         qos_in=QosSettings(v["qos.input.reliability"], v["qos.input.depth"]),
         qos_out=QosSettings(v["qos.output.reliability"], v["qos.output.depth"]),
-        palette=v["palette"],
+        palette=v["palette"], lidar_frame=v["lidar_frame"],
+        camera_frames={cam: v[f"{cam}.frame_id"] for cam in cameras},
     )
 
 
