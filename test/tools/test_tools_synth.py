@@ -45,3 +45,24 @@ def test_rejects_missing_out_and_unknown_shift(capsys: pytest.CaptureFixture[str
     assert "--out" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse(["--out", "x", "--shift", "no_such_shift"])
+
+
+def test_world_settings_change_the_rendering(tmp_path: Path) -> None:
+    args = parse(["--out", str(tmp_path), "--frames", "1", "--set", "lidar_beams=16",
+                  "--set", "image_scale=0.25"])
+    assert args.func(args) == 0
+    frame = read_sequence(tmp_path, "00")[0]
+    expected = render_frame(get_shift("clean", lidar_beams=16, image_scale=0.25), seed=0,
+                            index=0)
+    np.testing.assert_array_equal(frame.points, expected.points)
+    assert frame.cameras[0].image.shape == expected.cameras[0].image.shape
+
+
+def test_unknown_world_setting_is_refused_before_writing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse(["--out", str(tmp_path), "--set", "lidar_wheels=3"])
+    assert args.func(args) == 2
+    assert "lidar_wheels" in capsys.readouterr().err
+    assert not (tmp_path / "sequences").exists()
+    args = parse(["--out", str(tmp_path), "--set", "no_equals_sign"])
+    assert args.func(args) == 2

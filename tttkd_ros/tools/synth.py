@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from tqdm import tqdm
 
 from ..data.drive import generate_drive
 from ..data.kitti import sequence_dir, write_label_map, write_sequence
-from ..data.shifts import SHIFTS, list_shifts
+from ..data.shifts import SHIFTS, get_shift, list_shifts
 from ..ros.bag import STORAGES, write_drive_bag
 
 
@@ -27,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="domain-shift preset (see --list-shifts); default clean")
     parser.add_argument("--seed", type=int, default=0, help="drive seed (start, speed, noise)")
     parser.add_argument("--sequence", default="00", help="sequence folder name; default 00")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        dest="overrides",
+                        help="synthetic-world setting, repeatable, e.g. lidar_beams=32, "
+                             "lidar_azimuth_res_deg=0.72, image_scale=0.5")
     parser.add_argument("--bag", action="store_true",
                         help="also write the drive as a rosbag2 folder OUT/bags/SS")
     parser.add_argument("--storage", default="sqlite3", choices=sorted(STORAGES),
@@ -46,12 +51,18 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 1:
         print("tttkd synth: --frames must be at least 1", file=sys.stderr)
         return 2
+    try:
+        overrides = parse_overrides(args.overrides)
+        get_shift(args.shift, **overrides)  # fail here on an unknown setting, not mid-drive
+    except (TypeError, ValueError) as err:
+        print(f"tttkd synth: --set: {err}", file=sys.stderr)
+        return 2
     bag = args.out / "bags" / args.sequence
     if args.bag and bag.exists():
         print(f"tttkd synth: {bag} exists; remove it or choose another --sequence",
               file=sys.stderr)
         return 2
-    frames = tqdm(generate_drive(args.shift, frames=args.frames, seed=args.seed),
+    frames = tqdm(generate_drive(args.shift, frames=args.frames, seed=args.seed, **overrides),
                   total=args.frames, desc=f"synth {args.shift}", unit="frame")
     if args.bag:
         frames = list(frames)  # render once, write twice
@@ -63,3 +74,18 @@ def run(args: argparse.Namespace) -> int:
         write_drive_bag(bag, frames, args.storage)
         print(f"wrote the same frames as a rosbag2 ({args.storage}) to {bag}")
     return 0
+
+
+def parse_overrides(items: list[str]) -> dict[str, object]:
+    """KEY=VALUE strings -> {KEY: value}; a value is a Python literal (number, tuple, bool)
+    or else the plain string."""
+    overrides: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{item!r} is not KEY=VALUE")
+        try:
+            overrides[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[key] = text
+    return overrides
