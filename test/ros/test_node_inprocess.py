@@ -80,6 +80,23 @@ def test_services_and_parameters_change_adaptation_at_run_time(adapt, rig) -> No
     assert frame(rig, t + 4 * NS)["resets"] == before + 1
 
 
+def test_async_schedule_is_switched_at_run_time(adapt, rig) -> None:
+    t = T0 + 10 * NS
+    (bad,) = rig.set_parameters("tttkd_adapt", {"adaptation.schedule": "later"})
+    assert not bad.successful and "sync, async" in bad.reason
+    (result,) = rig.set_parameters("tttkd_adapt", {"adaptation.schedule": "async"})
+    assert result.successful and adapt.engine.background is not None
+    assert frame(rig, t)["steps"] == 0  # its adaptation runs after the prediction went out
+    deadline = time.monotonic() + 60
+    while adapt.engine.background.in_flight and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stats = frame(rig, t + NS)  # the finished adaptation serves from this frame on
+    assert stats["steps"] == 1 and "ocl" in stats["losses"]
+    (result,) = rig.set_parameters("tttkd_adapt", {"adaptation.schedule": "sync"})
+    assert result.successful and adapt.engine.background is None
+    assert frame(rig, t + 2 * NS)["steps"] >= 1
+
+
 def test_silent_camera_gives_lidar_only_output_after_the_timeout(adapt, rig) -> None:
     t = T0 + 20 * NS
     timeout = adapt.get_parameter("sync.timeout").value

@@ -12,6 +12,7 @@ from .labels import CLASS_NAMES
 MODES = ("none", "kd", "ocl", "kd+ocl", "tent")
 PROTOCOLS = ("continual", "episodic")
 ORDERS = ("adapt_then_predict", "predict_then_adapt")
+SCHEDULES = ("sync", "async")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 ADAPT_PARAMS = ("backbone", "backbone_bn", "all")
 
@@ -62,6 +63,10 @@ class AdaptConfig:
     mode: str = "kd+ocl"
     protocol: str = "continual"
     order: str = "adapt_then_predict"
+    # sync: adapt on the frame, then predict it (TTT-KD). async: predict with the current
+    # weights and return, adapt on the frame in the background (core/schedule.py); the new
+    # weights serve from a later frame on, and `order` does not apply.
+    schedule: str = "sync"
     max_steps: int = 1
     budget_ms: float = 100.0  # per-frame adaptation budget; 0 = inference only
     optimizer: str = "sgd"
@@ -101,7 +106,7 @@ class AdaptConfig:
         """Raise ValueError naming the first invalid field."""
         checks = {
             "mode": self.mode in MODES, "protocol": self.protocol in PROTOCOLS,
-            "order": self.order in ORDERS,
+            "order": self.order in ORDERS, "schedule": self.schedule in SCHEDULES,
             "optimizer": self.optimizer in OPTIMIZERS, "params": self.params in ADAPT_PARAMS,
             "max_steps": self.max_steps >= 0, "budget_ms": self.budget_ms >= 0,
             "lr": self.lr >= 0, "bn_prior": 0.0 <= self.bn_prior <= 1.0,

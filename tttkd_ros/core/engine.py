@@ -2,7 +2,8 @@
 
 `process(frame)` takes up to `max_steps` self-supervised gradient steps on the frame inside
 its time budget (TTT-KD: adapt, then predict), or predicts from the first step's forward pass
-(OCL's order), and returns per-point labels, confidences, camera masks and stats.
+(OCL's order), and returns per-point labels, confidences, camera masks and stats. With the
+`async` schedule it predicts first and adapts in the background (core/schedule.py).
 
 Safety (core/safety.py): a cloud over `max_points` is grid-subsampled for the model and every
 point takes its cell's label; a step with a non-finite loss or gradient, or a loss spike, is
@@ -29,6 +30,7 @@ from .norm import set_bn_prior
 from .objective import KdTargets, adaptation_loss, has_signal, teacher_targets, uses_kd, uses_ocl
 from .restore import copy_into, snapshot, stochastic_restore
 from .safety import CollapseDetector, LossSpikeDetector, dominant_share, grid_subsample
+from .schedule import AsyncAdapter
 from .voxelize import voxelize
 
 
@@ -52,8 +54,10 @@ class AdaptationEngine:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.resets = 0
         self.event_counts: Counter[str] = Counter()  # every event since start, by name
+        self.background: AsyncAdapter | None = None  # set while the schedule is async
         self._select_params()
         self._make_guards()
+        self._apply_schedule()
 
     # -- configuration -------------------------------------------------------------------
 
@@ -92,17 +96,36 @@ class AdaptationEngine:
         objective, and so the loss level, may have changed)."""
         new = replace(self.cfg, **changes)
         new.validate()
+        self._settle()  # an adaptation in flight finishes under the settings it started with
         rebuild = any(getattr(new, k) != getattr(self.cfg, k)
                       for k in ("optimizer", "lr", "momentum", "weight_decay", "params"))
         self.cfg = new
         if rebuild:
             self._select_params()
         self._make_guards()
+        self._apply_schedule()
+
+    def _apply_schedule(self) -> None:
+        """Start or stop the background adaptation; the engine's model always holds the newest
+        weights, so `sync` simply continues from them."""
+        if self.cfg.schedule == "async" and self.background is None:
+            self.background = AsyncAdapter(self)
+        elif self.cfg.schedule == "sync" and self.background is not None:
+            self.background.close()
+            self.background = None
+
+    def _settle(self) -> None:
+        if self.background is not None:
+            self.background.settle()
 
     def reset(self) -> None:
-        """Back to the source weights and a fresh optimizer; the detectors start over."""
+        """Back to the source weights and a fresh optimizer; the detectors start over. An
+        adaptation in flight is waited for and overwritten."""
+        self._settle()
         copy_into(list(self.model.parameters()), self.source)
         self._restart_from_current()
+        if self.background is not None:
+            self.background.mirror()
         self.resets += 1
 
     def clock_jumped(self) -> bool:
@@ -144,27 +167,38 @@ class AdaptationEngine:
                                          self.model.cfg.voxel_size)
             model_pts = pts[keep]
             self._event(stats, "points_subsampled")
-        adapting = self.adapting
-        logits = self._adapt(model_pts, frame, stats) if adapting else None
+        adapting, background = self.adapting, self.background
+        if background is None:
+            logits = self._adapt(model_pts, frame, stats) if adapting else None
+        else:
+            background.swap_in(stats)  # frame boundary: a finished adaptation serves from now
+            logits = None
+        predictor = self.model if background is None else background.serving
         if logits is None:
-            logits = self._infer(model_pts, stats)
+            logits = self._infer(model_pts, stats, predictor)
         conf, cls = self._classify(logits)
         if adapting and stats.steps > 0 and self.collapse.update(
                 dominant_share(cls[cls != UNLABELED], self.model.cfg.num_classes)):
             self.reset()  # the prediction came from collapsed weights: redo it from the source
             self._event(stats, "collapse_reset")
-            conf, cls = self._classify(self._infer(model_pts, stats))
+            conf, cls = self._classify(self._infer(model_pts, stats, predictor))
         if owner is not None:
             conf, cls = conf[owner], cls[owner]
         labels[finite] = cls.cpu().numpy().astype(np.uint16)
         confidence[finite] = conf.cpu().numpy()
         masks = {v.name: render_mask(pts[:, :3], labels[finite], v) for v in frame.cameras}
 
-        if self.cfg.protocol == "episodic" and stats.steps > 0:
-            copy_into(list(self.model.parameters()), self.source)
-            self.optimizer.load_state_dict(self.optimizer_start)
-            copy_into(self.last_good, self.params)
+        if background is not None and adapting:
+            background.start(model_pts, frame, stats)  # the prediction is complete
+        if background is None and self.cfg.protocol == "episodic" and stats.steps > 0:
+            self._end_episode()
         return Prediction(labels, confidence, masks, stats)
+
+    def _end_episode(self) -> None:
+        """Episodic protocol: the source weights and a fresh optimizer for the next frame."""
+        copy_into(list(self.model.parameters()), self.source)
+        self.optimizer.load_state_dict(self.optimizer_start)
+        copy_into(self.last_good, self.params)
 
     def _event(self, stats: FrameStats, name: str) -> None:
         stats.events.append(name)
@@ -178,11 +212,12 @@ class AdaptationEngine:
         bad = ~torch.isfinite(conf)
         return conf.masked_fill(bad, 0.0), cls.masked_fill(bad, UNLABELED)
 
-    def _infer(self, pts: torch.Tensor, stats: FrameStats) -> torch.Tensor:
-        """Logits (N, C) with everything frozen and source BN statistics."""
+    def _infer(self, pts: torch.Tensor, stats: FrameStats, model: SegModel) -> torch.Tensor:
+        """Logits (N, C) of `model` (the engine's, or async's serving copy) with everything
+        frozen and source BN statistics."""
         times: list[float] = []
         with self.timer.measure(times), torch.no_grad():
-            logits = self.model(voxelize([pts], self.model.cfg.voxel_size)).logits
+            logits = model(voxelize([pts], model.cfg.voxel_size)).logits
         stats.infer_ms += times[0]
         return logits
 

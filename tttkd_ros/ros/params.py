@@ -22,6 +22,7 @@ from ..core.config import (
     OPTIMIZERS,
     ORDERS,
     PROTOCOLS,
+    SCHEDULES,
     TEACHER_DIMS,
     AdaptConfig,
     TeacherConfig,
@@ -37,8 +38,8 @@ def _choice(options) -> str:
 
 
 # adaptation.* settings with a fixed set of values, checked here so a rejection lists them
-CHOICES = {"mode": MODES, "protocol": PROTOCOLS, "order": ORDERS, "optimizer": OPTIMIZERS,
-           "params": ADAPT_PARAMS}
+CHOICES = {"mode": MODES, "protocol": PROTOCOLS, "order": ORDERS, "schedule": SCHEDULES,
+           "optimizer": OPTIMIZERS, "params": ADAPT_PARAMS}
 
 
 def validate_adaptation(cfg: AdaptConfig) -> None:
@@ -80,6 +81,11 @@ ADAPTATION: dict[str, Spec] = {
                      read_only=False),
     "order": Spec(_ADAPT.order, "Predict after the steps (TTT-KD) or from the first step's "
                   "forward pass (OCL)" + _choice(ORDERS), read_only=False),
+    "schedule": Spec(_ADAPT.schedule, "sync: adapt on the frame, then predict it; async: predict "
+                     "with the current weights at once and adapt on the frame in the "
+                     "background, the new weights serving from a later frame (a frame that "
+                     "arrives while adaptation runs is not adapted on)" + _choice(SCHEDULES),
+                     read_only=False),
     "max_steps": Spec(_ADAPT.max_steps, "Most gradient steps per frame.", 0, 1000,
                       read_only=False),
     "budget_ms": Spec(_ADAPT.budget_ms, "Per-frame adaptation time budget in ms; a step that "
