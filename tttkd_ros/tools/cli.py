@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("demo", "synth", "train", "eval")
+SUBCOMMANDS = ("demo", "synth", "train", "eval", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
