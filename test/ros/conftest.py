@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -342,3 +343,23 @@ def rig(ros_context, executor) -> Iterator[Rig]:
     yield r
     executor.remove_node(r.node)
     r.destroy()
+
+
+@contextmanager
+def running_adapt_node(ros_context, executor, rig: Rig, params: dict[str, Any]
+                       ) -> Iterator[Any]:
+    """An in-process AdaptNode with `params` (sim time), spun by `executor`, connected to the
+    rig; removed and destroyed on exit."""
+    from rclpy.parameter import Parameter
+
+    from tttkd_ros.ros.node import AdaptNode
+
+    node = AdaptNode(context=ros_context, parameter_overrides=[
+        Parameter(k, value=v) for k, v in {**params, "use_sim_time": True}.items()])
+    executor.add_node(node)
+    rig.wait_connected(sim_time=True)
+    try:
+        yield node
+    finally:
+        executor.remove_node(node)
+        node.destroy_node()

@@ -21,9 +21,9 @@ from conftest import (
     make_camera_info,
     make_cloud,
     make_image,
+    running_adapt_node,
     stamp_of,
 )
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import PointField
 
 from tttkd_ros.core.frame import UNLABELED
@@ -42,18 +42,10 @@ def next_stamp() -> int:
 
 @pytest.fixture(scope="module")
 def adapt(ros_context, executor, rig, node_params):
-    from tttkd_ros.ros.node import AdaptNode
-
-    params = {**node_params, "use_sim_time": True, "qos.input.reliability": "reliable",
-              "lidar_frame": LIDAR_FRAME, "camera.frame_id": CAMERA_FRAME,
-              "max_points": MAX_POINTS}
-    node = AdaptNode(context=ros_context,
-                     parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    executor.add_node(node)
-    rig.wait_connected(sim_time=True)
-    yield node
-    executor.remove_node(node)
-    node.destroy_node()
+    params = {**node_params, "qos.input.reliability": "reliable", "lidar_frame": LIDAR_FRAME,
+              "camera.frame_id": CAMERA_FRAME, "max_points": MAX_POINTS}
+    with running_adapt_node(ros_context, executor, rig, params) as node:
+        yield node
 
 
 # -- sending --------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import time
 import pytest
 
 pytest.importorskip("rclpy", reason="rclpy is not installed (pip install '.[ros]')")
-from rclpy.parameter import Parameter
+from conftest import running_adapt_node
 from std_srvs.srv import SetBool, Trigger
 
 pytestmark = pytest.mark.dds
@@ -19,16 +19,8 @@ T0 = 5_000 * NS  # sim time of the first frame
 
 @pytest.fixture(scope="module")
 def adapt(ros_context, executor, rig, node_params):
-    from tttkd_ros.ros.node import AdaptNode
-
-    params = {**node_params, "use_sim_time": True}
-    node = AdaptNode(context=ros_context,
-                     parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    executor.add_node(node)
-    rig.wait_connected(sim_time=True)
-    yield node
-    executor.remove_node(node)
-    node.destroy_node()
+    with running_adapt_node(ros_context, executor, rig, node_params) as node:
+        yield node
 
 
 def frame(rig, stamp: int, camera: bool = True) -> dict:
