@@ -36,24 +36,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-init `tiny` model saved with save_checkpoint (19 SemanticKITTI classes)."""
-    import torch
-
-    from tttkd_ros.core.checkpoint import save_checkpoint
-    from tttkd_ros.core.config import ModelConfig
-    from tttkd_ros.core.labels import CLASS_NAMES, palette_rgb
-    from tttkd_ros.core.model import build_model
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(backbone="tiny", feat_dim=384)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, build_model(cfg, "cpu"), cfg, class_names=CLASS_NAMES,
-                    palette=palette_rgb(), teacher_name=TEACHER_NAME)
-    return path
-
-
-@pytest.fixture(scope="session")
 def node_params(tiny_checkpoint: Path) -> dict[str, Any]:
     """Parameters every test node gets: CPU, a small teacher input, and a budget large
     enough that a slow shared test machine still takes its steps."""

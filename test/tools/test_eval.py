@@ -43,24 +43,6 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-init `tiny` model with SemanticKITTI's 19 classes."""
-    import torch
-
-    from tttkd_ros.core.checkpoint import save_checkpoint
-    from tttkd_ros.core.config import ModelConfig
-    from tttkd_ros.core.labels import palette_rgb
-    from tttkd_ros.core.model import build_model
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(backbone="tiny", feat_dim=384)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, build_model(cfg, "cpu"), cfg, class_names=CLASS_NAMES,
-                    palette=palette_rgb(), teacher_name=TEACHER)
-    return path
-
-
-@pytest.fixture(scope="module")
 def drive() -> list:
     return list(generate_drive("clean", frames=3, seed=2, **TINY))
 
@@ -73,11 +55,11 @@ def bag(drive: list, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def evaluated(bag: Path, checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+def evaluated(bag: Path, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
               ) -> tuple[int, Path, Path]:
     """The CLI run once over every mode (budget large enough that every step is taken)."""
     out = tmp_path_factory.mktemp("eval")
-    args = _parse("--bag", str(bag), "--checkpoint", str(checkpoint), "--modes", ",".join(MODES),
+    args = _parse("--bag", str(bag), "--checkpoint", str(tiny_checkpoint), "--modes", ",".join(MODES),
                   "--json", str(out / "result.json"), "--report-dir", str(out / "report"),
                   "--max-frames", str(EVAL_FRAMES), "--budget-ms", "1e7",
                   "--teacher-height", "56", "--device", "cpu")
@@ -111,11 +93,11 @@ def test_eval_writes_every_mode_and_the_plots(evaluated):
         assert (report / png).read_bytes()[:8] == PNG_MAGIC
 
 
-def test_none_mode_equals_a_direct_engine_run(evaluated, bag: Path, checkpoint: Path):
+def test_none_mode_equals_a_direct_engine_run(evaluated, bag: Path, tiny_checkpoint: Path):
     from tttkd_ros.core.loading import build_engine
 
     result = json.loads(evaluated[1].read_text())["modes"]["none"]
-    engine = build_engine(str(checkpoint), AdaptConfig(mode="none"),
+    engine = build_engine(str(tiny_checkpoint), AdaptConfig(mode="none"),
                           TeacherConfig(name=TEACHER, image_height=56), "cpu")
     total, per_frame = ConfusionMatrix(len(CLASS_NAMES)), []
     for item in list(read_bag_frames(bag))[:EVAL_FRAMES]:
@@ -132,10 +114,10 @@ def test_none_mode_equals_a_direct_engine_run(evaluated, bag: Path, checkpoint: 
         {c: iou[i] for i, c in enumerate(CLASS_NAMES) if total.present()[i]}, rel=1e-12)
 
 
-def test_bag_without_labels_fails_naming_them(drive, checkpoint: Path, tmp_path: Path,
+def test_bag_without_labels_fails_naming_them(drive, tiny_checkpoint: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture):
     write_drive_bag(tmp_path / "bag", [replace(f, labels=None) for f in drive])
-    args = _parse("--bag", str(tmp_path / "bag"), "--checkpoint", str(checkpoint),
+    args = _parse("--bag", str(tmp_path / "bag"), "--checkpoint", str(tiny_checkpoint),
                   "--json", str(tmp_path / "r.json"), "--device", "cpu")
 
     assert args.func(args) == 2

@@ -29,8 +29,10 @@ class LoadedEngine:
 
 
 def load_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,
-                device: torch.device | str) -> LoadedEngine:
-    """Load the checkpoint and the teacher onto `device` and build the engine.
+                device: torch.device | str, dino=None) -> LoadedEngine:
+    """Load the checkpoint and the teacher onto `device` and build the engine. `dino`: an
+    already loaded teacher for `teacher` (anything with `features(image)`), shared by
+    engines that run on the same images.
 
     Raises FileNotFoundError / ValueError whose message says what to change.
     """
@@ -43,7 +45,7 @@ def load_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,
     except ValueError as exc:
         raise ValueError(f"{exc}. Set teacher.name to the teacher the checkpoint was trained "
                          "with, or use a checkpoint trained for this teacher.") from exc
-    dino = DinoTeacher(teacher, device)
+    dino = DinoTeacher(teacher, device) if dino is None else dino
     engine = AdaptationEngine(loaded.model, adapt, dino, device)
     return LoadedEngine(engine, loaded.class_names, loaded.palette)
 

@@ -26,6 +26,19 @@ def resized_size(height: int, width: int, target_height: int, patch: int = 14) -
     return h, w
 
 
+def resized_unit_image(image: np.ndarray | torch.Tensor, height: int, patch: int,
+                       device: torch.device | str = "cpu") -> torch.Tensor:
+    """H x W x 3 uint8 RGB -> (1, 3, h, w) float32 in [0, 1], (h, w) = `resized_size`."""
+    # torch.tensor copies, so read-only arrays (bag or message buffers) are fine
+    tensor = torch.tensor(image) if isinstance(image, np.ndarray) else image
+    if tensor.ndim != 3 or tensor.shape[2] != 3 or tensor.dtype != torch.uint8:
+        raise ValueError(f"teacher input must be H x W x 3 uint8 RGB, got "
+                         f"{tuple(tensor.shape)} {tensor.dtype}")
+    x = tensor.to(device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    size = resized_size(x.shape[2], x.shape[3], height, patch)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
 def _describe_mismatch(state: dict, expected: dict) -> str:
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -102,14 +115,7 @@ class DinoTeacher:
     def preprocess(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         """H x W x 3 uint8 RGB -> (1, 3, h, w) float32 ImageNet-normalised, resized by
         `resized_size`, on the teacher's device."""
-        # torch.tensor copies, so read-only arrays (bag or message buffers) are fine
-        tensor = torch.tensor(image) if isinstance(image, np.ndarray) else image
-        if tensor.ndim != 3 or tensor.shape[2] != 3 or tensor.dtype != torch.uint8:
-            raise ValueError(f"teacher input must be H x W x 3 uint8 RGB, got "
-                             f"{tuple(tensor.shape)} {tensor.dtype}")
-        x = tensor.to(self.device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
-        size = resized_size(x.shape[2], x.shape[3], self.image_height, self.patch_size)
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        x = resized_unit_image(image, self.image_height, self.patch_size, self.device)
         return (x - self._mean) / self._std
 
     # no_grad rather than inference_mode: the targets enter the student's loss, and autograd

@@ -36,6 +36,7 @@ from tttkd_ros.core.model import build_model
 from tttkd_ros.core.schedule import SKIPPED
 from tttkd_ros.core.teacher import DinoTeacher
 from tttkd_ros.core.voxelize import voxelize
+from tttkd_ros.tools import adaptation_suite
 from tttkd_ros.tools import bench_convert as msgs
 from tttkd_ros.tools.bench_machine import machine_info
 from tttkd_ros.tools.bench_model import street_cloud
@@ -45,7 +46,11 @@ CAMERA_YAWS_DEG = (0.0, 60.0, -60.0)  # front, front-left, front-right
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("bench", help="per-stage timings and latency, sync and async")
+    p = subparsers.add_parser(
+        "bench", help="latency per stage (default suite), or the adaptation / stability "
+                      "tables (--suite)")
+    p.add_argument("--suite", default="latency", choices=("latency", "adaptation", "stability"),
+                   help="latency: this module; adaptation, stability: adaptation_suite.py")
     p.add_argument("--json", default="", help="result JSON to write")
     p.add_argument("--points", type=int, nargs="+", default=[20_000, 60_000, 120_000])
     p.add_argument("--cameras", type=int, nargs="+", default=[1, 3],
@@ -62,6 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher-height", type=int, default=224)
     p.add_argument("--teacher-weights", default="", help="local DINOv2 weights file")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    adaptation_suite.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -187,6 +193,8 @@ def compare_decode(msg: Any, points: int, repeats: int) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.suite != "latency":
+        return adaptation_suite.run(args)
     device = resolve_device(args.device)
     engine = build_engine(args, device)
     notes, have_msgs = [], msgs.messages_available()

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("demo", "synth", "train", "eval", "bench")
+SUBCOMMANDS = ("demo", "synth", "train", "eval", "bench", "pretrain-teacher")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
-        module = importlib.import_module(f"tttkd_ros.tools.{name}")
+        module = importlib.import_module(f"tttkd_ros.tools.{name.replace('-', '_')}")
         module.register(subparsers)
     return parser
 

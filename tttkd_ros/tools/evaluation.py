@@ -137,16 +137,17 @@ def run_mode(engine: AdaptationEngine, frames: Sequence[LabeledFrame], lut: np.n
 
 def evaluate(frames: Sequence[LabeledFrame], checkpoint: str | Path,
              configs: Mapping[str, AdaptConfig], teacher: TeacherConfig,
-             device: torch.device | str, progress: bool = True) -> dict:
+             device: torch.device | str, progress: bool = True, dino=None) -> dict:
     """Run every mode of `configs` on `frames`, each with a fresh, warmed-up engine loaded
-    from `checkpoint`; returns the eval JSON (module doc)."""
+    from `checkpoint`; returns the eval JSON (module doc). `dino`: a loaded teacher for
+    `teacher` to share between the modes (see `load_engine`)."""
     if not frames:
         raise ValueError("no frames to evaluate")
     modes, class_names = {}, None
     # warm up on a real frame (its sizes pick the kernels); the teacher needs a camera
     sample = next((f.frame for f in frames if f.frame.cameras), None)
     for mode, cfg in configs.items():
-        loaded = load_engine(str(checkpoint), cfg, teacher, device)
+        loaded = load_engine(str(checkpoint), cfg, teacher, device, dino)
         warm_up(loaded.engine, sample)
         class_names = loaded.class_names
         entry = run_mode(loaded.engine, frames, label_lut(class_names), class_names,

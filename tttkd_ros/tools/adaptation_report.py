@@ -1,0 +1,154 @@
+"""The adaptation and stability suites' JSON as Markdown tables and a stability plot.
+
+A table per teacher, protocol and step count: rows are modes, columns the ID drive and each
+shift, a cell is the mode's mIoU and its change relative to `none` on the same frames; the
+last columns summarise the shifts (mean relative change, worst change in mIoU points).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from tttkd_ros.tools.report import _figure
+
+ID_DRIVE = "clean"
+
+
+def _key(run: dict) -> tuple:
+    return run["teacher"], run["protocol"], run["steps"]
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Per teacher, protocol, steps and adapting mode: mIoU per drive, its change vs `none`
+    (points and percent; no percent where none scored 0), the mean relative change over the
+    shifts, the worst change over
+    the shifts and the ID change."""
+    none = {(r["teacher"], r["drive"], r["frames"]): r["miou"] for r in runs
+            if r["mode"] == "none"}
+    tables: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for r in runs:
+        if r["mode"] != "none":
+            tables[_key(r)].setdefault(r["mode"], {})[r["drive"]] = r
+    out = []
+    for (teacher, protocol, steps), modes in tables.items():
+        for mode, drives in modes.items():
+            cells = {}
+            for drive, r in drives.items():
+                base = none[(teacher, drive, r["frames"])]
+                relative = 100.0 * (r["miou"] - base) / base if base > 0 else None
+                cells[drive] = {"miou": r["miou"], "none": base, "delta": r["miou"] - base,
+                                "relative_pct": relative}
+            shifts = [c for d, c in cells.items() if d != ID_DRIVE]
+            relatives = [c["relative_pct"] for c in shifts if c["relative_pct"] is not None]
+            out.append({
+                "teacher": teacher, "protocol": protocol, "steps": steps, "mode": mode,
+                "drives": cells,
+                "mean_relative_pct_shifts": float(np.mean(relatives)) if relatives else None,
+                "worst_delta_shifts": min(c["delta"] for c in shifts) if shifts else None,
+                "id_delta": cells[ID_DRIVE]["delta"] if ID_DRIVE in cells else None,
+            })
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+.1f} %"
+
+
+def adaptation_markdown(result: dict) -> str:
+    runs, summary = result["runs"], summarize(result["runs"])
+    title = (f"# Does adaptation help? ({result['minutes']:.0f} min on "
+             f"{result['machine'].get('cpu', 'this machine')})")
+    legend = (f"World {result['world']}, drive seed {result['drive_seed']}; overrides "
+              f"{result['adapt_overrides'] or 'none'}. Cells: mIoU % (change relative to none "
+              "on the same frames). Shifts: mean relative change over the shifts; worst: the "
+              "lowest change in mIoU points over the shifts.")
+    lines = [title, "", legend, ""]
+    for teacher, spec in result["teachers"].items():
+        weights = spec["weights"] or "seeded random DINOv2 weights"
+        lines += [f"## Teacher `{teacher}`: {weights}, input height {spec['image_height']}", ""]
+        for protocol in ("continual", "episodic"):
+            for steps in sorted({s["steps"] for s in summary if s["teacher"] == teacher
+                                 and s["protocol"] == protocol}):
+                rows = [s for s in summary if _key(s) == (teacher, protocol, steps)]
+                drives = list(dict.fromkeys(d for s in rows for d in s["drives"]))
+                frames = {r["frames"] for r in runs if r["teacher"] == teacher
+                          and r["protocol"] == protocol and r["steps"] == steps}
+                heading = (f"### {protocol}, {steps} step(s) per frame, "
+                           f"{'/'.join(map(str, sorted(frames)))} frames per drive")
+                lines += [heading, "",
+                          "| mode | " + " | ".join(
+                              ("ID " if d == ID_DRIVE else "") + d for d in drives)
+                          + " | shifts: mean rel. | worst |",
+                          "|---" * (len(drives) + 3) + "|"]
+                base = rows[0]["drives"]
+                lines.append("| none | " + " | ".join(f"{base[d]['none']:.1f}" for d in drives)
+                             + " | | |")
+                for s in rows:
+                    cells = [f"{c['miou']:.1f} ({_pct(c['relative_pct'])})"
+                             for c in (s["drives"][d] for d in drives)]
+                    worst = s["worst_delta_shifts"]
+                    lines.append(f"| {s['mode']} | " + " | ".join(cells) + f" | "
+                                 f"{_pct(s['mean_relative_pct_shifts'])} | "
+                                 f"{'n/a' if worst is None else f'{worst:+.1f}'} |")
+                lines.append("")
+    return "\n".join(lines)
+
+
+def write_adaptation_report(result: dict, stem: Path) -> list[Path]:
+    path = stem.with_suffix(".md")
+    path.write_text(adaptation_markdown(result) + "\n")
+    return [path]
+
+
+def stability_markdown(result: dict) -> str:
+    """A row per teacher, shift and mode: first and last window, their difference, the
+    lowest window, and the gain over `none` in the first and the last window (the scene
+    changes along a drive, so the gain shows drift better than the raw mIoU)."""
+    head = ("| teacher | shift | mode | first window | last window | last - first | lowest | "
+            "gain vs none: first, last | resets |")
+    title = (f"# Stability: {result['frames']} frames per shift, windows of "
+             f"{result['window']} frames ({result['minutes']:.0f} min)")
+    lines = [title, "", head,
+             "|---" * 9 + "|"]
+    for teacher, shifts in result["runs"].items():
+        for shift, modes in shifts.items():
+            base = modes["none"]["window_miou"]
+            for mode, r in modes.items():
+                w = r["window_miou"]
+                gain = "" if mode == "none" else f"{w[0] - base[0]:+.1f}, {w[-1] - base[-1]:+.1f}"
+                lines.append(f"| {teacher} | {shift} | {mode} | {w[0]:.1f} | {w[-1]:.1f} | "
+                             f"{w[-1] - w[0]:+.1f} | {min(w):.1f} | {gain} | {r['resets']} |")
+    return "\n".join(lines)
+
+
+def plot_stability(result: dict, teacher: str, path: Path) -> None:
+    """One panel per shift: windowed mIoU against the frame, one line per mode."""
+    shifts = result["runs"][teacher]
+    cols = min(3, len(shifts))
+    rows = -(-len(shifts) // cols)
+    fig = _figure(4.5 * cols, 3.2 * rows)
+    window = result["window"]
+    for i, (shift, modes) in enumerate(shifts.items()):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        for mode, r in modes.items():
+            w = r["window_miou"]
+            ends = [min((k + 1) * window, result["frames"]) for k in range(len(w))]
+            ax.plot(ends, w, marker="o", markersize=3, label=mode)
+        ax.set(title=shift, xlabel="frame", ylabel=f"mIoU per {window} frames (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(f"Continual adaptation over {result['frames']} frames, teacher {teacher}")
+    fig.savefig(path)
+
+
+def write_stability_report(result: dict, stem: Path) -> list[Path]:
+    md = stem.with_suffix(".md")
+    md.write_text(stability_markdown(result) + "\n")
+    written = [md]
+    for teacher in result["runs"]:
+        png = stem.with_name(f"{stem.name}_{teacher}.png")
+        plot_stability(result, teacher, png)
+        written.append(png)
+    return written
