@@ -1,5 +1,8 @@
 """`tttkd bench`: per-stage times and publish latency of the engine, sync and async.
 
+This is `--suite latency`, the default; `--suite adaptation` and `--suite stability` (does
+adaptation help, and does it last) live in adaptation_suite.py.
+
 For every cloud size and camera count: PointCloud2 decode, voxelize, teacher (all cameras),
 one adaptation step, inference and output conversion (p50 / p99 over --repeats frames after
 one warm-up frame), then the publish latency (the time until `process` returns the

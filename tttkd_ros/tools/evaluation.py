@@ -35,9 +35,15 @@ from tttkd_ros.core.loading import load_engine, warm_up
 from tttkd_ros.core.metrics import ConfusionMatrix
 from tttkd_ros.ros.bag import LabeledFrame, read_bag_frames
 
-# TENT as a baseline: entropy minimisation on the batch-norm affine parameters, normalising
-# with the current cloud's statistics (Wang et al., ICLR 2021). Overridable per mode.
-TENT_DEFAULTS: dict[str, Any] = {"params": "backbone_bn", "bn_prior": 0.0}
+# Each baseline with its own best setting on the validation drives (README, "Does adaptation
+# help?"); overridable per mode. TENT: entropy minimisation on the batch-norm affine
+# parameters, normalising with the current cloud's statistics (Wang et al., ICLR 2021).
+# OCL alone: its loss at full weight with a smaller step (the shipped kd+ocl weight, 0.1, is
+# for OCL as a regulariser of KD).
+BASELINE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tent": {"params": "backbone_bn", "bn_prior": 0.0, "lr": 3e-4},
+    "ocl": {"w_ocl": 1.0, "lr": 3e-4},
+}
 
 
 def load_frames(bag: str | Path | None = None, data: str | Path | None = None,
@@ -67,7 +73,7 @@ def load_frames(bag: str | Path | None = None, data: str | Path | None = None,
 def mode_configs(modes: Iterable[str], common: Mapping[str, Any] | None = None,
                  per_mode: Mapping[str, Mapping[str, Any]] | None = None
                  ) -> dict[str, AdaptConfig]:
-    """An AdaptConfig per mode: the defaults, then TENT_DEFAULTS for `tent`, then `common`
+    """An AdaptConfig per mode: the defaults, then BASELINE_DEFAULTS[mode], then `common`
     (every mode), then `per_mode[mode]`. Raises ValueError for an unknown mode or field."""
     configs = {}
     per_mode = per_mode or {}
@@ -76,7 +82,7 @@ def mode_configs(modes: Iterable[str], common: Mapping[str, Any] | None = None,
     if unknown or not modes:
         raise ValueError(f"unknown or no modes {unknown}; choose from {', '.join(MODES)}")
     for mode in modes:
-        changes = {**(TENT_DEFAULTS if mode == "tent" else {}), **(common or {}),
+        changes = {**BASELINE_DEFAULTS.get(mode, {}), **(common or {}),
                    **per_mode.get(mode, {})}
         try:
             cfg = replace(AdaptConfig(mode=mode), **changes)
