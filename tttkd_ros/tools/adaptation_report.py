@@ -104,22 +104,27 @@ def write_adaptation_report(result: dict, stem: Path) -> list[Path]:
 
 def stability_markdown(result: dict) -> str:
     """A row per teacher, shift and mode: first and last window, their difference, the
-    lowest window, and the gain over `none` in the first and the last window (the scene
-    changes along a drive, so the gain shows drift better than the raw mIoU)."""
+    lowest window, the mean over the windows and its change relative to `none`, and the
+    gain over `none` in the first and the last window (the scene changes along a drive, so
+    the gain shows drift better than the raw mIoU)."""
     head = ("| teacher | shift | mode | first window | last window | last - first | lowest | "
-            "gain vs none: first, last | resets |")
+            "mean (rel. to none) | gain vs none: first, last | resets |")
     title = (f"# Stability: {result['frames']} frames per shift, windows of "
              f"{result['window']} frames ({result['minutes']:.0f} min)")
-    lines = [title, "", head,
-             "|---" * 9 + "|"]
+    lines = [title, "", head, "|---" * 10 + "|"]
     for teacher, shifts in result["runs"].items():
         for shift, modes in shifts.items():
             base = modes["none"]["window_miou"]
             for mode, r in modes.items():
                 w = r["window_miou"]
-                gain = "" if mode == "none" else f"{w[0] - base[0]:+.1f}, {w[-1] - base[-1]:+.1f}"
+                mean = f"{np.mean(w):.1f}"
+                gain = ""
+                if mode != "none":
+                    mean += f" ({100 * (np.mean(w) - np.mean(base)) / np.mean(base):+.1f} %)"
+                    gain = f"{w[0] - base[0]:+.1f}, {w[-1] - base[-1]:+.1f}"
                 lines.append(f"| {teacher} | {shift} | {mode} | {w[0]:.1f} | {w[-1]:.1f} | "
-                             f"{w[-1] - w[0]:+.1f} | {min(w):.1f} | {gain} | {r['resets']} |")
+                             f"{w[-1] - w[0]:+.1f} | {min(w):.1f} | {mean} | {gain} | "
+                             f"{r['resets']} |")
     return "\n".join(lines)
 
 

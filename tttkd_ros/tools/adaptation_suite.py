@@ -49,8 +49,8 @@ from tttkd_ros.tools.eval import parse_overrides as parse_adapt_overrides
 from tttkd_ros.tools.evaluation import evaluate, label_lut, mode_configs
 from tttkd_ros.tools.synth import parse_overrides as parse_world_overrides
 
-# The world the suites render unless --world says otherwise: the synthetic HDL-64E at a
-# quarter of its azimuth resolution (~16k points) and half-size images, so that a full table
+# The world the suites render unless --world says otherwise: the synthetic HDL-64E at an
+# eighth of its azimuth resolution (~16k points) and half-size images, so that a full table
 # runs in about an hour on two CPU cores. Source checkpoints must be trained on this world.
 BENCH_WORLD = {"lidar_azimuth_res_deg": 1.44, "image_scale": 0.5}
 ID_DRIVE = "clean"
