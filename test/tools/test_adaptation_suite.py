@@ -102,7 +102,7 @@ def adaptation(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
     out = tmp_path_factory.mktemp("suite") / "adapt.json"
     result = _suite(out, tiny_checkpoint, "adaptation", "--frames", "2", "--shifts", "fog",
                     "--steps", "1,2", "--modes", "kd,tent,kd+ocl", "--episodic-steps", "2",
-                    "--episodic-shifts", "fog", "--episodic-frames", "1",
+                    "--episodic-shifts", "fog,dark", "--episodic-frames", "1",
                     "--adapt", "kd+ocl.lr=0")
     result["_md"] = out.with_suffix(".md").read_text()
     return result
@@ -115,14 +115,18 @@ def test_adaptation_suite_runs_every_mode_on_every_drive(adaptation: dict):
         assert ("-", 0, drive, "none") in cells
         for steps in (1, 2):
             assert {("continual", steps, drive, m) for m in ("kd", "tent", "kd+ocl")} <= cells
-    assert {("episodic", 2, "fog", m) for m in ("kd", "tent", "kd+ocl")} <= cells
+    for drive in ("fog", "dark"):  # dark: episodic only
+        assert {("episodic", 2, drive, m) for m in ("kd", "tent", "kd+ocl")} <= cells
     assert ("episodic", 2, "clean", "kd") not in cells
+    assert ("continual", 1, "dark", "kd") not in cells
     nones = [r for r in runs if r["mode"] == "none"]
     assert sorted((r["drive"], r["frames"]) for r in nones) == [
-        ("clean", 2), ("fog", 1), ("fog", 2)]
+        ("clean", 2), ("dark", 1), ("fog", 1), ("fog", 2)]
     for r in runs:
         assert r["steps_mean"] == r["steps"]  # the budget never cuts a step
     assert len(adaptation["summary"]) == 3 * 3  # modes x (K=1, K=2, episodic)
+    episodic = [r for r in adaptation["summary"] if r["protocol"] == "episodic"]
+    assert all(set(r["drives"]) == {"fog", "dark"} for r in episodic)
 
 
 def test_a_mode_that_cannot_move_matches_none_exactly(adaptation: dict):

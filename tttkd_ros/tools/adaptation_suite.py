@@ -142,7 +142,8 @@ def _entry(teacher: str, protocol: str, steps: int, drive: str, frames: int, mod
 
 def run_adaptation(args: argparse.Namespace, teachers: dict, world: dict, device,
                    overrides: tuple[dict, dict]) -> list[dict]:
-    """Every (teacher, protocol, steps, drive, mode) run; `none` once per teacher and drive."""
+    """Every (teacher, protocol, steps, drive, mode) run; `none` once per teacher, drive and
+    frame count. An episodic drive need not be among the continual ones."""
     modes = [m for m in dict.fromkeys(args.modes.split(",")) if m and m != "none"]
     drives = [ID_DRIVE, *[s for s in args.shifts.split(",") if s]]
     episodic = [s for s in args.episodic_shifts.split(",") if s] if args.episodic_steps else []
@@ -153,8 +154,9 @@ def run_adaptation(args: argparse.Namespace, teachers: dict, world: dict, device
     runs = []
     for label, spec in teachers.items():
         tcfg, dino = load_teacher(spec, device)
-        for drive in drives:
-            data = render_drive(drive, frames, args.drive_seed, world)
+        for drive in dict.fromkeys(drives + episodic):
+            longest = max(count for _, _, plan_drives, count in plans if drive in plan_drives)
+            data = render_drive(drive, longest, args.drive_seed, world)
             dino.clear()
             baselines: set[int] = set()  # frame counts that have their `none` run
             for protocol, steps, plan_drives, count in plans:
