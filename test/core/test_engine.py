@@ -9,7 +9,8 @@ import torch
 
 from tttkd_ros.core.config import AdaptConfig, ModelConfig, TeacherConfig
 from tttkd_ros.core.engine import AdaptationEngine
-from tttkd_ros.core.frame import MASK_NONE, UNLABELED, CameraView, Frame
+from tttkd_ros.core.frame import MASK_NONE, UNLABELED, Frame
+from tttkd_ros.core.loading import forward_camera
 from tttkd_ros.core.model import build_model
 from tttkd_ros.core.teacher import DinoTeacher
 
@@ -30,12 +31,7 @@ def street_frame(n: int = 3000, seed: int = 0, camera: bool = True) -> Frame:
                 rng.uniform(-1.7, 0.5, n - n // 2)]
     xyz = np.r_[ground, box]
     points = np.c_[xyz, rng.uniform(0, 1, n)].astype(np.float32)
-    h, w = IMAGE_HW
-    K = np.array([[w / 2, 0, w / 2], [0, w / 2, h / 2], [0, 0, 1]], dtype=np.float64)
-    T = np.eye(4)
-    T[:3, :3] = [[0, -1, 0], [0, 0, -1], [1, 0, 0]]
-    image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-    cams = [CameraView("front", image, K, T)] if camera else []
+    cams = [forward_camera("front", IMAGE_HW, rng)] if camera else []
     return Frame(points, cams, stamp_ns=1)
 
 

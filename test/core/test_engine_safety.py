@@ -9,7 +9,8 @@ import torch
 
 from tttkd_ros.core.config import AdaptConfig, ModelConfig
 from tttkd_ros.core.engine import AdaptationEngine
-from tttkd_ros.core.frame import UNLABELED, CameraView, Frame
+from tttkd_ros.core.frame import UNLABELED, Frame
+from tttkd_ros.core.loading import forward_camera
 from tttkd_ros.core.model import build_model
 from tttkd_ros.core.safety import grid_subsample
 
@@ -37,12 +38,7 @@ def frame(seed: int, n: int = 1200) -> Frame:
     rng = np.random.default_rng(seed)
     xyz = rng.uniform((3.0, -6.0, -2.0), (25.0, 6.0, 2.0), size=(n, 3))
     points = np.c_[xyz, rng.uniform(0, 1, n)].astype(np.float32)
-    h, w = IMAGE_HW
-    K = np.array([[w / 2, 0, w / 2], [0, w / 2, h / 2], [0, 0, 1]], dtype=np.float64)
-    T = np.eye(4)
-    T[:3, :3] = [[0, -1, 0], [0, 0, -1], [1, 0, 0]]
-    image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-    return Frame(points, [CameraView("front", image, K, T)], stamp_ns=seed + 1)
+    return Frame(points, [forward_camera("front", IMAGE_HW, rng)], stamp_ns=seed + 1)
 
 
 def engine(teacher=None, head_scale: float = 1.0, **cfg) -> AdaptationEngine:

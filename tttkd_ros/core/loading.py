@@ -56,6 +56,18 @@ def build_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,
     return load_engine(checkpoint, adapt, teacher, device).engine
 
 
+def forward_camera(name: str, image_hw: tuple[int, int], rng: np.random.Generator
+                   ) -> CameraView:
+    """A camera at the LiDAR's origin looking along its +x axis (90 deg horizontal field of
+    view) with a noise image drawn from `rng`."""
+    h, w = image_hw
+    K = np.array([[w / 2, 0, w / 2], [0, w / 2, h / 2], [0, 0, 1]], dtype=np.float64)
+    T = np.eye(4)
+    T[:3, :3] = [[0, -1, 0], [0, 0, -1], [1, 0, 0]]  # LiDAR (x fwd, z up) -> optical
+    image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    return CameraView(name=name, image=image, K=K, T_cam_lidar=T)
+
+
 def warm_up_frame(points: int = 2048, image_hw: tuple[int, int] = (64, 128),
                   seed: int = 0) -> Frame:
     """A synthetic frame: `points` random points ahead of the sensor (x forward) and one
@@ -63,12 +75,7 @@ def warm_up_frame(points: int = 2048, image_hw: tuple[int, int] = (64, 128),
     rng = np.random.default_rng(seed)
     xyz = rng.uniform((2.0, -6.0, -2.0), (30.0, 6.0, 2.0), size=(points, 3))
     cloud = np.concatenate([xyz, rng.uniform(0, 1, size=(points, 1))], axis=1)
-    h, w = image_hw
-    K = np.array([[w / 2, 0, w / 2], [0, w / 2, h / 2], [0, 0, 1]], dtype=np.float64)
-    T = np.eye(4)
-    T[:3, :3] = [[0, -1, 0], [0, 0, -1], [1, 0, 0]]  # LiDAR (x fwd, z up) -> optical
-    image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-    view = CameraView(name="warm_up", image=image, K=K, T_cam_lidar=T)
+    view = forward_camera("warm_up", image_hw, rng)
     return Frame(points=cloud.astype(np.float32), cameras=[view])
 
 
