@@ -162,3 +162,28 @@ def test_suite_without_teacher_says_what_to_give(tmp_path: Path):
     args = _bench("--suite", "adaptation", "--json", str(tmp_path / "a.json"))
     with pytest.raises(SystemExit, match="--teacher LABEL=CHECKPOINT"):
         args.func(args)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (("--shifts", "fog,smog"), "unknown shifts ['smog']"),
+    (("--episodic-shifts", "haze"), "unknown shifts ['haze']"),
+    (("--adapt", "kd.rate=1"), "--adapt 'kd.rate=1': expected [MODE.]FIELD=VALUE"),
+    (("--adapt", "lr=-1"), "invalid adaptation.lr"),
+    (("--modes", "kd,magic"), "unknown or no modes ['magic']"),
+    (("--world", "lidar_colour=3"), "unknown synthetic-world setting 'lidar_colour'"),
+])
+def test_bad_arguments_fail_before_any_run_naming_what_is_wrong(
+        tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture, extra, message):
+    out = tmp_path / "a.json"
+    args = _bench("--suite", "adaptation", "--json", str(out), "--teacher",
+                  f"rnd={tiny_checkpoint}", "--device", "cpu", *extra)
+    assert args.func(args) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_missing_teacher_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture):
+    args = _bench("--suite", "stability", "--json", str(tmp_path / "s.json"), "--teacher",
+                  f"x={tmp_path / 'nope.pt'}")
+    assert args.func(args) == 2
+    assert f"--teacher x: no file {tmp_path / 'nope.pt'}" in capsys.readouterr().err

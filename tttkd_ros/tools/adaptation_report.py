@@ -13,7 +13,7 @@ import numpy as np
 
 from tttkd_ros.tools.report import _figure
 
-ID_DRIVE = "clean"
+ID_DRIVE = "clean"  # the in-distribution drive of the tables
 
 
 def _key(run: dict) -> tuple:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import time
 import warnings
 from dataclasses import asdict
@@ -37,15 +38,16 @@ from tttkd_ros.core.loading import load_engine, warm_up
 from tttkd_ros.core.metrics import ConfusionMatrix
 from tttkd_ros.core.teacher import DinoTeacher
 from tttkd_ros.data.drive import generate_drive
-from tttkd_ros.data.shifts import list_shifts
+from tttkd_ros.data.shifts import get_shift, list_shifts
 from tttkd_ros.ros.bag import LabeledFrame
 from tttkd_ros.tools.adaptation_report import (
+    ID_DRIVE,
     summarize,
     write_adaptation_report,
     write_stability_report,
 )
 from tttkd_ros.tools.bench_machine import machine_info
-from tttkd_ros.tools.eval import parse_overrides as parse_adapt_overrides
+from tttkd_ros.tools.eval import parse_set
 from tttkd_ros.tools.evaluation import evaluate, label_lut, mode_configs
 from tttkd_ros.tools.synth import parse_overrides as parse_world_overrides
 
@@ -53,7 +55,6 @@ from tttkd_ros.tools.synth import parse_overrides as parse_world_overrides
 # eighth of its azimuth resolution (~16k points) and half-size images, so that a full table
 # runs in about an hour on two CPU cores. Source checkpoints must be trained on this world.
 BENCH_WORLD = {"lidar_azimuth_res_deg": 1.44, "image_scale": 0.5}
-ID_DRIVE = "clean"
 # one shift of each kind: sensor, calibration, weather, scene, camera
 DEFAULT_SHIFTS = ("beams32", "intensity", "fog", "town", "dark")
 UNLIMITED_MS = 1e9
@@ -217,16 +218,32 @@ def run_stability(args: argparse.Namespace, teachers: dict, world: dict, device,
             "configs": {m: asdict(c) for m, c in configs.items()}, "runs": out}
 
 
+def _parse(args: argparse.Namespace) -> tuple[dict, dict, tuple[dict, dict]]:
+    """(teachers, world, adaptation overrides) from the arguments; raises ValueError /
+    TypeError / FileNotFoundError naming a bad teacher, shift, mode or setting."""
+    teachers = dict(parse_teacher(t) for t in args.teachers)
+    world = parse_world_overrides(args.world) if args.world else dict(BENCH_WORLD)
+    get_shift(ID_DRIVE, **world)  # an unknown world setting fails here
+    unknown = {s for s in f"{args.shifts},{args.episodic_shifts}".split(",") if s} - set(
+        list_shifts())
+    if unknown:
+        raise ValueError(f"unknown shifts {sorted(unknown)}; choose from "
+                         f"{', '.join(list_shifts())}")
+    overrides = parse_set(args.adapt, "--adapt")
+    mode_configs(["none", *[m for m in args.modes.split(",") if m]], *overrides)
+    return teachers, world, overrides
+
+
 def run(args: argparse.Namespace) -> int:
     """The suite named by args.suite; writes --json, the Markdown and the plots beside it."""
     if not args.teachers or not args.json:
         raise SystemExit(f"tttkd bench --suite {args.suite}: give --json OUT and at least one "
                          "--teacher LABEL=CHECKPOINT[,WEIGHTS[,HEIGHT]]")
-    teachers = dict(parse_teacher(t) for t in args.teachers)
-    world = parse_world_overrides(args.world) if args.world else dict(BENCH_WORLD)
-    eval_args = argparse.Namespace(steps=None, budget_ms=None, protocol=None, lr=None,
-                                   set=args.adapt)
-    overrides = parse_adapt_overrides(eval_args)
+    try:  # every argument is checked before the first (long) run starts
+        teachers, world, overrides = _parse(args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"tttkd bench --suite {args.suite}: error: {err}", file=sys.stderr)
+        return 2
     device = resolve_device(args.device)
     t0 = time.monotonic()
     result: dict[str, Any] = {

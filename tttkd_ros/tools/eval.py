@@ -62,20 +62,29 @@ def _value(field: str, text: str) -> Any:
 
 def parse_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, dict]]:
     """(changes for every mode, changes per mode) from the flags and `--set`."""
-    common: dict[str, Any] = {k: v for k, v in (
+    common, per_mode = parse_set(args.set)
+    flags = {k: v for k, v in (
         ("max_steps", args.steps), ("budget_ms", args.budget_ms),
         ("protocol", args.protocol), ("lr", args.lr)) if v is not None}
+    return {**flags, **common}, per_mode
+
+
+def parse_set(items: list[str], flag: str = "--set"
+              ) -> tuple[dict[str, Any], dict[str, dict]]:
+    """'[MODE.]FIELD=VALUE' items -> (changes for every mode, changes per mode); ValueError
+    naming `flag` and the item for a malformed one."""
+    common: dict[str, Any] = {}
     per_mode: dict[str, dict] = {}
-    for item in args.set:
+    for item in items:
         key, sep, text = item.partition("=")
         mode, dot, field = key.rpartition(".")
         if not sep or field not in _FIELD_TYPES or (dot and mode not in MODES):
-            raise ValueError(f"--set {item!r}: expected [MODE.]FIELD=VALUE with MODE in "
+            raise ValueError(f"{flag} {item!r}: expected [MODE.]FIELD=VALUE with MODE in "
                              f"{MODES} and FIELD in {sorted(_FIELD_TYPES)}")
         try:
             value = _value(field, text)
         except ValueError as err:
-            raise ValueError(f"--set {item!r}: {err}") from err
+            raise ValueError(f"{flag} {item!r}: {err}") from err
         (per_mode.setdefault(mode, {}) if mode else common)[field] = value
     return common, per_mode
 
