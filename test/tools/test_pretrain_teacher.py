@@ -49,14 +49,29 @@ def test_flipped_batch_mirrors_image_and_targets_together():
     assert yf[0, 3, 8] == 1.0 and y[0, 0, 8] == 1.0 and yf[0, 0, 8] == 0.0
 
 
-def test_pretrained_weights_load_into_the_teacher(tmp_path: Path):
+def _parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tttkd")
     pt.register(parser.add_subparsers())
+    return parser.parse_args(["pretrain-teacher", *argv])
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (("--set", "lidar_colour=3"), "unknown synthetic-world setting 'lidar_colour'"),
+    (("--minutes", "0"), "must be positive"),
+])
+def test_bad_arguments_are_named_and_nothing_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture, extra, message):
+    args = _parse("--out", str(tmp_path / "t.pth"), *extra)
+    assert args.func(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "t.pth").exists()
+
+
+def test_pretrained_weights_load_into_the_teacher(tmp_path: Path):
     out = tmp_path / "teacher.pth"
-    args = parser.parse_args([
-        "pretrain-teacher", "--out", str(out), "--drives", "1", "--frames", "1", "--towns", "1",
-        "--held-out-frames", "1", "--minutes", "0.01", "--batch-size", "2",
-        "--set", "lidar_beams=8", "--set", "image_scale=0.1"])
+    args = _parse("--out", str(out), "--drives", "1", "--frames", "1", "--towns", "1",
+                  "--held-out-frames", "1", "--minutes", "0.01", "--batch-size", "2",
+                  "--set", "lidar_beams=8", "--set", "image_scale=0.1")
     torch.set_num_threads(1)
     assert args.func(args) == 0
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from tttkd_ros.core.labels import CLASS_NAMES, IGNORE_INDEX, raw_to_train_lut
 from tttkd_ros.core.teacher import resized_unit_image
 from tttkd_ros.data.drive import generate_drive
+from tttkd_ros.data.shifts import get_shift
 from tttkd_ros.tools.synth import parse_overrides
 from tttkd_ros.tools.train import learning_rate
 
@@ -160,9 +162,18 @@ def patch_accuracy(net: PatchClassifier, samples, height: int = 168) -> dict[str
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        world = parse_overrides(args.set)
+        get_shift("clean", **world)  # an unknown setting fails before any rendering
+        if min(args.minutes, args.drives, args.frames, args.held_out_frames,
+               args.batch_size) <= 0:
+            raise ValueError("--minutes, --drives, --frames, --held-out-frames and "
+                             "--batch-size must be positive")
+    except (ValueError, TypeError) as err:
+        print(f"tttkd pretrain-teacher: error: {err}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    world = parse_overrides(args.set)
     conditions = [(c, {}) for c in CONDITIONS]
     conditions += [("clean", {"town_seed": k}) for k in range(1, args.towns + 1)]
     train_set = render_set(conditions, args.drives, args.frames, args.seed, world)
