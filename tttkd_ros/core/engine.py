@@ -70,6 +70,9 @@ class AdaptationEngine:
             p.requires_grad_(True)
         if not hasattr(self, "source"):
             self.source = snapshot(list(self.model.parameters()))
+        # the source values of the adapted parameters, for stochastic restoration each step
+        index = {id(p): i for i, p in enumerate(self.model.parameters())}
+        self.params_source = [self.source[index[id(p)]] for p in self.params]
         self.optimizer = self._make_optimizer()
         self.optimizer_start = copy.deepcopy(self.optimizer.state_dict())
         self.last_good = snapshot(self.params)  # the adapted weights of the last normal loss
@@ -289,10 +292,6 @@ class AdaptationEngine:
             return logits, parts, "nonfinite_grad_discarded"
         self.optimizer.step()
         if cfg.restore_prob > 0:
-            stochastic_restore(self.params, self._source_of(self.params), cfg.restore_prob,
+            stochastic_restore(self.params, self.params_source, cfg.restore_prob,
                                self.generator)
         return logits, parts, ""
-
-    def _source_of(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
-        index = {id(p): i for i, p in enumerate(self.model.parameters())}
-        return [self.source[index[id(p)]] for p in params]
