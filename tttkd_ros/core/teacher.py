@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from timm.models import load_state_dict
 
 from .config import TEACHER_DIMS, TeacherConfig
+from .transfer import host_copy, to_device
 
 # Keys of Meta's original DINOv2 files that timm's model does not have (the iBOT mask token).
 _FOREIGN_KEYS = ("mask_token",)
@@ -29,12 +30,16 @@ def resized_size(height: int, width: int, target_height: int, patch: int = 14) -
 def resized_unit_image(image: np.ndarray | torch.Tensor, height: int, patch: int,
                        device: torch.device | str = "cpu") -> torch.Tensor:
     """H x W x 3 uint8 RGB -> (1, 3, h, w) float32 in [0, 1], (h, w) = `resized_size`."""
-    # torch.tensor copies, so read-only arrays (bag or message buffers) are fine
-    tensor = torch.tensor(image) if isinstance(image, np.ndarray) else image
-    if tensor.ndim != 3 or tensor.shape[2] != 3 or tensor.dtype != torch.uint8:
+    uint8 = np.uint8 if isinstance(image, np.ndarray) else torch.uint8
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != uint8:
         raise ValueError(f"teacher input must be H x W x 3 uint8 RGB, got "
-                         f"{tuple(tensor.shape)} {tensor.dtype}")
-    x = tensor.to(device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+                         f"{tuple(image.shape)} {image.dtype}")
+    device = torch.device(device)
+    if isinstance(image, np.ndarray):
+        # a copy, so read-only arrays (bag or message buffers) are fine; page-locked for a GPU
+        # so that the upload below does not block
+        image = host_copy(image, pinned=device.type == "cuda")
+    x = to_device(image, device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
     size = resized_size(x.shape[2], x.shape[3], height, patch)
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
