@@ -24,14 +24,14 @@ def _n_elements() -> int:
 def test_prob_zero_changes_nothing() -> None:
     params, source = _params_and_source(0)
     before = snapshot(params)
-    assert stochastic_restore(params, source, 0.0) == 0
+    assert int(stochastic_restore(params, source, 0.0)) == 0
     for p, b in zip(params, before):
         assert torch.equal(p, b)
 
 
 def test_prob_one_restores_everything() -> None:
     params, source = _params_and_source(1)
-    assert stochastic_restore(params, source, 1.0) == _n_elements()
+    assert int(stochastic_restore(params, source, 1.0)) == _n_elements()
     for p, s in zip(params, source):
         assert torch.equal(p, s)
 
@@ -39,7 +39,7 @@ def test_prob_one_restores_everything() -> None:
 def test_prob_half_restores_about_half_and_reports_the_count() -> None:
     params, source = _params_and_source(2)
     before, kept_source = snapshot(params), snapshot(source)
-    count = stochastic_restore(params, source, 0.5, torch.Generator().manual_seed(3))
+    count = int(stochastic_restore(params, source, 0.5, torch.Generator().manual_seed(3)))
     restored = sum(int((p == s).sum()) for p, s in zip(params, source))
     unchanged = sum(int((p == b).sum()) for p, b in zip(params, before))
     assert count == restored

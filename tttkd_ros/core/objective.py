@@ -74,7 +74,9 @@ def adaptation_loss(
     if cfg.mode == "tent":
         parts["entropy"] = entropy_loss(logits[:n_points])
         total = total + parts["entropy"]
-    return total, {k: float(v.detach()) for k, v in parts.items()}
+    # one read of the device for all parts, not one per part
+    values = torch.stack([v.detach().float() for v in parts.values()]).tolist() if parts else []
+    return total, dict(zip(parts, values))
 
 
 def has_signal(cfg: AdaptConfig, targets: KdTargets | None) -> bool:

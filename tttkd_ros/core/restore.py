@@ -29,20 +29,21 @@ def stochastic_restore(
     source: Sequence[torch.Tensor],
     prob: float,
     generator: torch.Generator | None = None,
-) -> int:
+) -> torch.Tensor:
     """Reset each element of params to its source value with probability prob, in place.
 
     Applied after every adaptation step (OCL uses prob = 0.01) so that no weight drifts
     far from the source for long. generator: seeds the draws, which are made on each
     parameter's device (a generator on another device seeds one there, so a CPU generator
-    never makes a GPU model draw on the CPU). Returns how many elements were reset;
-    prob = 0 draws nothing and touches nothing.
+    never makes a GPU model draw on the CPU). Returns how many elements were reset, as a 0-d
+    tensor on the parameters' device (reading it waits for the device, so the engine does
+    not); prob = 0 draws nothing and touches nothing.
     """
     if not 0.0 <= prob <= 1.0:
         raise ValueError(f"prob must be in [0, 1], got {prob}")
     _check_pairs(params, source)
     if prob == 0.0 or not params:
-        return 0
+        return torch.zeros((), dtype=torch.int64)
     restored = torch.zeros((), dtype=torch.int64, device=params[0].device)
     generators: dict[torch.device, torch.Generator | None] = {}
     for p, s in zip(params, source):
@@ -51,7 +52,7 @@ def stochastic_restore(
         mask = torch.rand(p.shape, generator=generators[p.device], device=p.device) < prob
         p.copy_(torch.where(mask, s.to(dtype=p.dtype, device=p.device), p))
         restored += mask.sum().to(restored.device)
-    return int(restored)  # one device sync for the whole model
+    return restored
 
 
 def _generator_on(
