@@ -1,8 +1,9 @@
 """Per-frame adaptation budget: time each gradient step and refuse one that would overrun.
 
-On CUDA a step is timed with events recorded on the adaptation stream (no device-wide
-synchronize: only the step's own end event is waited on, which the budget needs anyway to
-know the step's cost); on CPU a monotonic clock is exact because the step runs inline.
+On CUDA a block of work (a step, the teacher, an inference) is timed with events recorded on
+the stream it runs on (core/streams.py; no device-wide synchronize: only the block's own end
+event is waited on, which the budget needs anyway to know a step's cost); on CPU a monotonic
+clock is exact because the work runs inline.
 """
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ source weights. Every such event is named in the frame's stats and counted in `e
 from __future__ import annotations
 
 import copy
-import time
 from collections import Counter
 from dataclasses import replace
 
@@ -24,13 +23,16 @@ from .budget import BudgetPlanner, StepTimer
 from .config import AdaptConfig
 from .frame import UNLABELED, Frame, FrameStats, Prediction
 from .geometry import mirror_points
-from .masks import render_mask
+from .masks import splat_mask
 from .model import SegModel, param_groups
 from .norm import set_bn_prior
 from .objective import KdTargets, adaptation_loss, has_signal, teacher_targets, uses_kd, uses_ocl
+from .readback import HostPrediction, read_back
 from .restore import copy_into, snapshot, stochastic_restore
 from .safety import CollapseDetector, LossSpikeDetector, dominant_share, grid_subsample
 from .schedule import AsyncAdapter
+from .streams import EngineStreams, used_here
+from .transfer import host_copy, to_device
 from .voxelize import voxelize
 
 
@@ -50,6 +52,7 @@ class AdaptationEngine:
         self.cfg = cfg
         self.enabled = True
         self.timer = StepTimer(self.device)
+        self.streams = EngineStreams(self.device)
         self.planner = BudgetPlanner()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.resets = 0
@@ -155,47 +158,67 @@ class AdaptationEngine:
     # -- per frame -----------------------------------------------------------------------
 
     def process(self, frame: Frame) -> Prediction:
-        points = torch.tensor(np.asarray(frame.points, dtype=np.float32))  # own copy
-        finite = torch.isfinite(points).all(dim=1).numpy()
-        pts = points[torch.from_numpy(finite)].to(self.device)
+        """Adapt (per the schedule) and predict one frame. On CUDA the points go up from
+        page-locked memory without blocking, the work runs on the engine's streams, and the
+        prediction comes back in one copy (core/readback.py)."""
+        host, finite = self._host_points(frame.points)
         stats = FrameStats(budget_ms=self.cfg.budget_ms if self.adapting else 0.0)
-        labels = np.full(len(points), UNLABELED, dtype=np.uint16)
-        confidence = np.zeros(len(points), dtype=np.float32)
-        if len(pts) == 0:
+        labels = np.full(len(finite), UNLABELED, dtype=np.uint16)
+        confidence = np.zeros(len(finite), dtype=np.float32)
+        if len(host) == 0:
             return Prediction(labels, confidence, {}, stats)
 
-        model_pts, owner = pts, None
-        if 0 < self.cfg.max_points < len(pts):
-            keep, owner = grid_subsample(pts[:, :3], self.cfg.max_points,
-                                         self.model.cfg.voxel_size)
-            model_pts = pts[keep]
-            self._event(stats, "points_subsampled")
         adapting, background = self.adapting, self.background
-        if background is None:
-            logits = self._adapt(model_pts, frame, stats) if adapting else None
-        else:
-            background.swap_in(stats)  # frame boundary: a finished adaptation serves from now
-            logits = None
-        predictor = self.model if background is None else background.serving
-        if logits is None:
-            logits = self._infer(model_pts, stats, predictor)
+        with self.streams.on(self.streams.infer):
+            pts = to_device(host, self.device)
+            model_pts, owner = pts, None
+            if 0 < self.cfg.max_points < len(pts):
+                keep, owner = grid_subsample(pts[:, :3], self.cfg.max_points,
+                                             self.model.cfg.voxel_size)
+                model_pts = pts[keep]
+                self._event(stats, "points_subsampled")
+            if background is None:
+                logits = self._adapt_on_stream(model_pts, frame, stats) if adapting else None
+            else:
+                background.swap_in(stats)  # frame boundary: a finished adaptation serves now
+                logits = None
+            predictor = self.model if background is None else background.serving
+            if logits is None:
+                logits = self._infer(model_pts, stats, predictor)
+            out = self._read_back(logits, owner, pts, frame)
+            if adapting and stats.steps > 0 and self.collapse.update(self._dominant_share(out)):
+                self.reset()  # the prediction came from collapsed weights: redo it from the source
+                self._event(stats, "collapse_reset")
+                out = self._read_back(self._infer(model_pts, stats, predictor), owner, pts, frame)
+            labels[finite], confidence[finite] = out.labels, out.confidence
+            masks = {v.name: splat_mask(pixel, depth, out.labels, v.size)
+                     for v, pixel, depth in zip(frame.cameras, out.pixels, out.depths)}
+            if background is not None and adapting:
+                background.start(model_pts, frame, stats)  # the prediction is complete
+            if background is None and self.cfg.protocol == "episodic" and stats.steps > 0:
+                self._end_episode()
+        return Prediction(labels, confidence, masks, stats)
+
+    def _host_points(self, points: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """The finite rows of `points` as the engine's own host copy (the caller may reuse
+        its array; async reads the copy later), page-locked for a GPU; and the finite mask."""
+        array = np.asarray(points, dtype=np.float32)
+        finite = np.isfinite(array).all(axis=1)
+        return host_copy(array if finite.all() else array[finite],
+                         pinned=self.device.type == "cuda"), finite
+
+    def _read_back(self, logits: torch.Tensor, owner: torch.Tensor | None, pts: torch.Tensor,
+                   frame: Frame) -> HostPrediction:
+        """Classes and confidences of every point (a subsampled point takes its cell's) and
+        its pixel in each camera, on the host."""
         conf, cls = self._classify(logits)
-        if adapting and stats.steps > 0 and self.collapse.update(
-                dominant_share(cls[cls != UNLABELED], self.model.cfg.num_classes)):
-            self.reset()  # the prediction came from collapsed weights: redo it from the source
-            self._event(stats, "collapse_reset")
-            conf, cls = self._classify(self._infer(model_pts, stats, predictor))
         if owner is not None:
             conf, cls = conf[owner], cls[owner]
-        labels[finite] = cls.cpu().numpy().astype(np.uint16)
-        confidence[finite] = conf.cpu().numpy()
-        masks = {v.name: render_mask(pts[:, :3], labels[finite], v) for v in frame.cameras}
+        return read_back(cls, conf, pts[:, :3], frame.cameras)
 
-        if background is not None and adapting:
-            background.start(model_pts, frame, stats)  # the prediction is complete
-        if background is None and self.cfg.protocol == "episodic" and stats.steps > 0:
-            self._end_episode()
-        return Prediction(labels, confidence, masks, stats)
+    def _dominant_share(self, out: HostPrediction) -> float:
+        labels = out.labels[out.labels != UNLABELED].astype(np.int64)
+        return dominant_share(torch.from_numpy(labels), self.model.cfg.num_classes)
 
     def _end_episode(self) -> None:
         """Episodic protocol: the source weights and a fresh optimizer for the next frame."""
@@ -224,6 +247,16 @@ class AdaptationEngine:
         stats.infer_ms += times[0]
         return logits
 
+    def _adapt_on_stream(self, pts: torch.Tensor, frame: Frame, stats: FrameStats
+                         ) -> torch.Tensor | None:
+        """`sync`: `_adapt` on the adaptation stream; the caller's (inference) stream then
+        waits for it, so the frame is predicted with the adapted weights."""
+        with self.streams.on(self.streams.adapt, uses=[pts]):
+            logits = self._adapt(pts, frame, stats)
+        if logits is not None:
+            used_here([logits])
+        return logits
+
     def _adapt(self, pts: torch.Tensor, frame: Frame, stats: FrameStats) -> torch.Tensor | None:
         """Take steps while they fit the budget; a discarded step ends the frame's steps (the
         same data would fail again). Returns the logits of the first step's forward (averaged
@@ -232,10 +265,12 @@ class AdaptationEngine:
         cfg = self.cfg
         targets = None
         if uses_kd(cfg.mode) and self.teacher is not None and frame.cameras:
-            t0 = time.perf_counter()
-            with torch.no_grad():
+            times: list[float] = []
+            with self.streams.on(self.streams.teacher, uses=[pts]), \
+                    self.timer.measure(times), torch.no_grad():
                 targets = teacher_targets(self.teacher, pts[:, :3], frame.cameras)
-            stats.teacher_ms = (time.perf_counter() - t0) * 1e3
+            used_here([targets.point_index, targets.features])
+            stats.teacher_ms = times[0]
         if not has_signal(cfg, targets):
             return None
 

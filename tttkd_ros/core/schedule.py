@@ -2,12 +2,13 @@
 
 The frame is predicted by a serving copy of the model and returned; the engine's own model
 (the one its optimizer, snapshots and safety guards belong to) then adapts on the same frame
-in a worker thread, on CUDA on a stream of its own. The adapted weights are copied into the
-serving copy at a frame boundary, at the start of a later `process`, never during a
-prediction. A frame that arrives while an adaptation is still in flight is predicted and not
-adapted on (event `adaptation_skipped`): a frame never waits. Only reset, configure and the
-switch back to `sync` wait for the adaptation in flight (`settle`). The worker reads the
-frame's camera images after `process` has returned: the caller must not change them.
+in a worker thread, on CUDA on the engine's adaptation stream (core/streams.py). The adapted
+weights are copied into the serving copy at a frame boundary, at the start of a later
+`process`, never during a prediction. A frame that arrives while an adaptation is still in
+flight is predicted and not adapted on (event `adaptation_skipped`): a frame never waits.
+Only reset, configure and the switch back to `sync` wait for the adaptation in flight
+(`settle`). The worker reads the frame's camera images after `process` has returned: the
+caller must not change them.
 
 Threads: while an adaptation is in flight only the worker touches the engine's model,
 optimizer, planner, spike detector, snapshots and generator; the caller's thread touches the
@@ -46,9 +47,8 @@ class AsyncAdapter:
                                        initializer=torch.set_num_threads,
                                        initargs=(torch.get_num_threads(),))
         self.pending: Future[FrameStats] | None = None
-        cuda = engine.device.type == "cuda"
-        self.stream = torch.cuda.Stream(engine.device) if cuda else None
-        self.done = torch.cuda.Event() if cuda else None  # end of the adaptation's kernels
+        self.stream = engine.streams.adapt  # None on CPU
+        self.done = torch.cuda.Event() if self.stream is not None else None  # its kernels' end
 
     @property
     def in_flight(self) -> bool:
@@ -72,7 +72,7 @@ class AsyncAdapter:
             return
         if self.stream is not None:
             # the points were made on the caller's stream; their memory must outlive the use
-            self.stream.wait_stream(torch.cuda.current_stream(self.engine.device))
+            self.stream.wait_event(torch.cuda.current_stream(self.engine.device).record_event())
             pts.record_stream(self.stream)
         self.pending = self.pool.submit(self._adapt, pts, frame)
 
