@@ -133,3 +133,14 @@ def test_a_background_failure_surfaces_at_the_next_frame() -> None:
     with pytest.raises(ZeroDivisionError):
         e.process(frame(1))
     assert e.background.pending is None  # the next frame adapts again
+
+
+def test_close_finishes_the_adaptation_in_flight_and_stops_its_thread() -> None:
+    e = engine(VectorTeacher(), schedule="async", **KD)
+    adapter = e.background
+    e.process(frame(0))
+    e.close()
+    assert e.background is None and adapter.pending is None
+    assert same(params(e), params(adapted_ref(**KD)))  # the in-flight adaptation was kept
+    with pytest.raises(RuntimeError, match="shutdown"):
+        adapter.pool.submit(print)

@@ -120,6 +120,13 @@ class AdaptationEngine:
             self.background.close()
             self.background = None
 
+    def close(self) -> None:
+        """Finish an adaptation in flight (its weights are kept) and stop the background
+        thread; `process` afterwards runs as `sync`. Called when the node shuts down."""
+        if self.background is not None:
+            self.background.close()
+            self.background = None
+
     def _settle(self) -> None:
         if self.background is not None:
             self.background.settle()

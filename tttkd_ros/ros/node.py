@@ -142,6 +142,7 @@ class AdaptNode(Node):
 
     def destroy_node(self) -> None:
         self.worker.stop()
+        self.engine.close()  # an adaptation in flight finishes; its thread stops
         super().destroy_node()
 
     # -- inputs (executor threads) -------------------------------------------------------
