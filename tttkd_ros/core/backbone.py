@@ -8,25 +8,23 @@ exactly the skip connection's rows.
 """
 from __future__ import annotations
 
-import spconv.pytorch as spconv
 import torch
-from spconv.core import ConvAlgo
 from spconv.cppconstants import CPU_ONLY_BUILD
-from spconv.pytorch.conv import SparseConvolution
 from torch import nn
 
 from .config import BACKBONE_WIDTHS
 from .norm import PriorBatchNorm1d
+from .sparse import spconv
 
 NUM_STAGES = 4
 
 
-def conv_algo_for(device: torch.device | str) -> ConvAlgo:
+def conv_algo_for(device: torch.device | str) -> spconv.ConvAlgo:
     """spconv's algorithm for a device: Native on CPU (the only one there), else spconv's
     default for kernels of <= 32 taps (all of ours), MaskImplicitGemm."""
     if torch.device(device).type == "cpu" or CPU_ONLY_BUILD:
-        return ConvAlgo.Native
-    return ConvAlgo.MaskImplicitGemm
+        return spconv.ConvAlgo.Native
+    return spconv.ConvAlgo.MaskImplicitGemm
 
 
 def set_conv_algo(model: nn.Module, device: torch.device | str) -> None:
@@ -37,7 +35,7 @@ def set_conv_algo(model: nn.Module, device: torch.device | str) -> None:
     """
     algo = conv_algo_for(device)
     for module in model.modules():
-        if isinstance(module, SparseConvolution):
+        if isinstance(module, spconv.conv.SparseConvolution):
             module.algo = algo
 
 

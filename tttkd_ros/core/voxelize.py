@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import spconv.pytorch as spconv
 import torch
+
+from .sparse import spconv
 
 XYZ_SCALE = 50.0  # metres per feature unit for x, y, z
 SPATIAL_MULTIPLE = 16  # 4 stride-2 stages halve the grid exactly when it is a multiple of 16
