@@ -82,4 +82,4 @@ def test_cuda_and_cpu_agree_on_the_predictions() -> None:
     model = build_model(ModelConfig(backbone="tiny", voxel_size=0.2), "cpu")
     cpu = AdaptationEngine(model, AdaptConfig(mode="none"), None, "cpu").process(frame)
     assert (gpu.labels == cpu.labels).mean() > 0.99
-    np.testing.assert_allclose(gpu.confidence, cpu.confidence, atol=1e-3)
+    np.testing.assert_allclose(gpu.confidence, cpu.confidence, atol=1e-2)
