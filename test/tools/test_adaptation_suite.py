@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tttkd_ros.tools import bench
 from tttkd_ros.tools.adaptation_report import summarize
 from tttkd_ros.tools.adaptation_suite import SharedTeacher, parse_teacher
+from tttkd_ros.tools.cli import build_parser
 
 TINY = ["lidar_beams=8", "lidar_azimuth_res_deg=2.0", "image_scale=0.1"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -27,9 +27,7 @@ def one_torch_thread():
 
 
 def _bench(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tttkd")
-    bench.register(parser.add_subparsers())
-    return parser.parse_args(["bench", *argv])
+    return build_parser("bench").parse_args(["bench", *argv])
 
 
 def _suite(out: Path, checkpoint: Path, suite: str, *extra: str) -> dict:

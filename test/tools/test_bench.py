@@ -9,14 +9,13 @@ import math
 from tttkd_ros.core.config import SCHEDULES
 from tttkd_ros.tools import bench
 from tttkd_ros.tools.bench_convert import has_read_points_numpy, messages_available
+from tttkd_ros.tools.cli import build_parser
 
 POINTS, CAMERAS = (2000, 3000), (1, 3)
 
 
 def _parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tttkd")
-    bench.register(parser.add_subparsers())
-    return parser.parse_args(["bench", *argv])
+    return build_parser("bench").parse_args(["bench", *argv])
 
 
 def finite(p: dict) -> bool:

@@ -16,6 +16,7 @@ from tttkd_ros.data.drive import generate_drive
 from tttkd_ros.data.kitti import write_sequence
 from tttkd_ros.ros.bag import read_bag_frames, write_drive_bag
 from tttkd_ros.tools import eval as eval_tool
+from tttkd_ros.tools.cli import build_parser
 from tttkd_ros.tools.evaluation import label_lut, load_frames, mode_configs
 
 TEACHER = "vit_small_patch14_dinov2"
@@ -25,9 +26,7 @@ EVAL_FRAMES = 2
 
 
 def _parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tttkd")
-    eval_tool.register(parser.add_subparsers())
-    return parser.parse_args(["eval", *argv])
+    return build_parser("eval").parse_args(["eval", *argv])
 
 
 @pytest.fixture(scope="module", autouse=True)

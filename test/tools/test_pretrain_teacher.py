@@ -13,6 +13,7 @@ from tttkd_ros.core.config import TeacherConfig
 from tttkd_ros.core.labels import IGNORE_INDEX
 from tttkd_ros.core.teacher import DinoTeacher
 from tttkd_ros.tools import pretrain_teacher as pt
+from tttkd_ros.tools.cli import build_parser
 
 
 def test_patch_targets_are_the_class_histograms_of_each_patch():
@@ -50,9 +51,7 @@ def test_flipped_batch_mirrors_image_and_targets_together():
 
 
 def _parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tttkd")
-    pt.register(parser.add_subparsers())
-    return parser.parse_args(["pretrain-teacher", *argv])
+    return build_parser("pretrain-teacher").parse_args(["pretrain-teacher", *argv])
 
 
 @pytest.mark.parametrize(("extra", "message"), [

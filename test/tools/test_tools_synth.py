@@ -10,13 +10,11 @@ import pytest
 from tttkd_ros.data.drive import render_frame
 from tttkd_ros.data.kitti import read_label_map, read_sequence
 from tttkd_ros.data.shifts import get_shift, list_shifts
-from tttkd_ros.tools import synth
+from tttkd_ros.tools.cli import build_parser
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tttkd")
-    synth.register(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["synth", *argv])
+    return build_parser("synth").parse_args(["synth", *argv])
 
 
 def test_list_shifts(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,14 +14,13 @@ from tttkd_ros.core.loading import load_engine
 from tttkd_ros.data.drive import generate_drive
 from tttkd_ros.data.kitti import write_sequence
 from tttkd_ros.tools import train
+from tttkd_ros.tools.cli import build_parser
 
 TINY = {"lidar_beams": 16, "lidar_azimuth_res_deg": 1.5, "image_scale": 0.1}
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tttkd")
-    train.register(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["train", *argv])
+    return build_parser("train").parse_args(["train", *argv])
 
 
 @pytest.fixture(scope="module")

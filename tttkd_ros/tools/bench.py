@@ -48,10 +48,8 @@ STAGES = ("decode", "voxelize", "teacher", "adapt_step", "inference", "output")
 CAMERA_YAWS_DEG = (0.0, 60.0, -60.0)  # front, front-left, front-right
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "bench", help="latency per stage (default suite), or the adaptation / stability "
-                      "tables (--suite)")
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill `tttkd bench`'s parser (tools/cli.py makes it)."""
     p.add_argument("--suite", default="latency", choices=("latency", "adaptation", "stability"),
                    help="latency: this module; adaptation, stability: adaptation_suite.py")
     p.add_argument("--json", default="", help="result JSON to write")

@@ -1,7 +1,9 @@
 """`tttkd`: one console script, one subcommand per tool module.
 
-Each tool module `tttkd_ros.tools.<name>` defines `register(subparsers)`, which adds its
-subcommand and sets `func=run`; `run(args)` returns the exit code.
+Each tool module `tttkd_ros.tools.<module>` defines `register(parser)`, which fills its
+subcommand's parser and sets `func=run`; `run(args)` returns the exit code. A tool module is
+imported only when its subcommand runs (or its help is asked for), so `tttkd --help` and the
+light tools do not wait for torch, spconv and timm to load.
 """
 from __future__ import annotations
 
@@ -9,22 +11,37 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("demo", "synth", "train", "eval", "bench", "pretrain-teacher")
+# subcommand -> (tool module, the line `tttkd --help` shows for it)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "train a small model, run adapt_node on a shifted drive, show the gain"),
+    "synth": ("synth", "write a synthetic LiDAR + camera drive (SemanticKITTI layout)"),
+    "train": ("train", "train the source model on a SemanticKITTI-layout folder"),
+    "eval": ("eval", "evaluate adaptation modes on the same frames (JSON, report, plots)"),
+    "bench": ("bench", "latency per stage (default), or the adaptation / stability tables"),
+    "pretrain-teacher": ("pretrain_teacher",
+                         "train a DINOv2-architecture teacher on synthetic images"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand with its line of help; the options (and the tool's imports) of
+    `command` only, or of every subcommand when None."""
     parser = argparse.ArgumentParser(
         prog="tttkd", description="Test-time adaptation of LiDAR segmentation (TTT-KD + OCL)."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        module = importlib.import_module(f"tttkd_ros.tools.{name.replace('-', '_')}")
-        module.register(subparsers)
+    for name, (module, summary) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=summary, description=summary)
+        if command is None or command == name:
+            importlib.import_module(f"tttkd_ros.tools.{module}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the subcommand is the first word that is not an option (`tttkd` itself has only -h)
+    command = next((a for a in argv if not a.startswith("-")), "")
+    args = build_parser(command).parse_args(argv)
     return int(args.func(args) or 0)
 
 

@@ -54,12 +54,11 @@ class DemoError(RuntimeError):
     """A failure the user can act on; the text says what to do."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "demo", help="train a small model, run adapt_node on a shifted drive, show the gain",
-        description="Prepare (or reuse from $XDG_CACHE_HOME/tttkd_ros) a source checkpoint and "
-                    "a shifted target rosbag2, run the real adapt_node on it over DDS without "
-                    "and with adaptation, and report mIoU, latency and steps per frame.")
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill `tttkd demo`'s parser (tools/cli.py makes it)."""
+    p.description = ("Prepare (or reuse from $XDG_CACHE_HOME/tttkd_ros) a source checkpoint and "
+                     "a shifted target rosbag2, run the real adapt_node on it over DDS without "
+                     "and with adaptation, and report mIoU, latency and steps per frame.")
     p.add_argument("--json", type=Path, help="result JSON (default: OUT/demo.json)")
     p.add_argument("--out", type=Path, default=Path("tttkd_demo"),
                    help="folder for the JSON, overlay PNGs and node log (default ./tttkd_demo)")

@@ -161,7 +161,7 @@ def _train(settings: DemoSettings, data: Path, out_dir: Path) -> None:
     from tttkd_ros.tools.train import train
 
     train_seqs = ",".join(f"{i:02d}" for i in range(len(TRAIN_SEEDS)))
-    args = build_parser().parse_args([
+    args = build_parser("train").parse_args([
         "train", "--data", str(data), "--out", str(out_dir / "model.pt"),
         "--train-seqs", train_seqs, "--val-seqs", f"{len(TRAIN_SEEDS):02d}",
         "--backbone", "tiny", "--teacher", settings.teacher,

@@ -23,9 +23,8 @@ from tttkd_ros.tools.report import write_report
 _FIELD_TYPES = {f.name: type(getattr(AdaptConfig(), f.name)) for f in fields(AdaptConfig)}
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "eval", help="evaluate adaptation modes on the same frames (JSON, report, plots)")
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill `tttkd eval`'s parser (tools/cli.py makes it)."""
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--bag", help="rosbag2 folder (sqlite3 or mcap) with ground truth")
     source.add_argument("--data", help="SemanticKITTI-layout root (holds sequences/SS/...)")

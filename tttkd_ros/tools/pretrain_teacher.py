@@ -43,9 +43,8 @@ SKY = len(CLASS_NAMES)  # the teacher's extra class
 HEIGHTS = (112, 168)  # resized input heights, cycled: full images at two scales
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "pretrain-teacher", help="train a DINOv2-architecture teacher on synthetic images")
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill `tttkd pretrain-teacher`'s parser (tools/cli.py makes it)."""
     p.add_argument("--out", required=True, help="weights file to write (.pth)")
     p.add_argument("--model", default="vit_small_patch14_dinov2")
     p.add_argument("--drives", type=int, default=3, help="drives per condition")

@@ -14,14 +14,13 @@ from ..data.shifts import SHIFTS, get_shift, list_shifts
 from ..ros.bag import STORAGES, write_drive_bag
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "synth", help="write a synthetic LiDAR + camera drive (SemanticKITTI layout)",
-        description="Render a seeded synthetic drive (64-beam LiDAR, KITTI-like camera) in a "
-                    "domain-shift preset and write it as OUT/sequences/SS plus "
-                    "OUT/semantic-kitti.yaml; with --bag also as a self-contained rosbag2 "
-                    "OUT/bags/SS (LiDAR, camera, /tf_static, ground truth).",
-    )
+def register(parser: argparse.ArgumentParser) -> None:
+    """Fill `tttkd synth`'s parser (tools/cli.py makes it)."""
+    parser.description = (
+        "Render a seeded synthetic drive (64-beam LiDAR, KITTI-like camera) in a "
+        "domain-shift preset and write it as OUT/sequences/SS plus "
+        "OUT/semantic-kitti.yaml; with --bag also as a self-contained rosbag2 "
+        "OUT/bags/SS (LiDAR, camera, /tf_static, ground truth).")
     parser.add_argument("--out", type=Path, help="dataset root (gets sequences/SS)")
     parser.add_argument("--frames", type=int, default=20, help="number of frames (10 Hz)")
     parser.add_argument("--shift", default="clean", choices=list_shifts(), metavar="NAME",

@@ -33,8 +33,8 @@ from tttkd_ros.core.voxelize import voxelize
 from tttkd_ros.data.kitti import read_sequence
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help="train the source model on a SemanticKITTI-layout folder")
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill `tttkd train`'s parser (tools/cli.py makes it)."""
     p.add_argument("--data", required=True, help="dataset root (holds sequences/SS/...)")
     p.add_argument("--out", required=True, help="checkpoint to write (best); last goes beside it")
     p.add_argument("--train-seqs", default="00", help="comma-separated training sequences")
