@@ -6,6 +6,7 @@ first real frame does not pay for kernel selection and allocator growth.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,14 +57,16 @@ def build_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,
     return load_engine(checkpoint, adapt, teacher, device).engine
 
 
-def forward_camera(name: str, image_hw: tuple[int, int], rng: np.random.Generator
-                   ) -> CameraView:
-    """A camera at the LiDAR's origin looking along its +x axis (90 deg horizontal field of
-    view) with a noise image drawn from `rng`."""
+def forward_camera(name: str, image_hw: tuple[int, int], rng: np.random.Generator,
+                   yaw_deg: float = 0.0) -> CameraView:
+    """A camera at the LiDAR's origin looking along its +x axis turned left by `yaw_deg`
+    (90 deg horizontal field of view) with a noise image drawn from `rng`."""
     h, w = image_hw
     K = np.array([[w / 2, 0, w / 2], [0, w / 2, h / 2], [0, 0, 1]], dtype=np.float64)
+    c, s = math.cos(math.radians(yaw_deg)), math.sin(math.radians(yaw_deg))
+    optical = np.array([[0, -1, 0], [0, 0, -1], [1, 0, 0]])  # LiDAR (x fwd, z up) -> optical
     T = np.eye(4)
-    T[:3, :3] = [[0, -1, 0], [0, 0, -1], [1, 0, 0]]  # LiDAR (x fwd, z up) -> optical
+    T[:3, :3] = optical @ np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]])  # undo the yaw
     image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
     return CameraView(name=name, image=image, K=K, T_cam_lidar=T)
 

@@ -34,7 +34,7 @@ from tttkd_ros.core.config import MODES, SCHEDULES, AdaptConfig, ModelConfig, Te
 from tttkd_ros.core.device import resolve_device
 from tttkd_ros.core.engine import AdaptationEngine
 from tttkd_ros.core.frame import CameraView, Frame
-from tttkd_ros.core.loading import warm_up
+from tttkd_ros.core.loading import forward_camera, warm_up
 from tttkd_ros.core.model import build_model
 from tttkd_ros.core.schedule import SKIPPED
 from tttkd_ros.core.teacher import DinoTeacher
@@ -80,18 +80,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def cameras(count: int, image_hw: tuple[int, int]) -> list[CameraView]:
     """`count` noise-image cameras at the LiDAR's origin, yawed by CAMERA_YAWS_DEG."""
-    h, w = image_hw
-    K = np.array([[w / 2, 0, w / 2], [0, w / 2, h / 2], [0, 0, 1]], dtype=np.float64)
-    optical = np.array([[0, -1, 0], [0, 0, -1], [1, 0, 0]], dtype=np.float64)  # x fwd, z up
     rng = np.random.default_rng(0)
-    views = []
-    for i, yaw in enumerate(np.radians(CAMERA_YAWS_DEG[:count])):
-        c, s = math.cos(yaw), math.sin(yaw)
-        T = np.eye(4)
-        T[:3, :3] = optical @ np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]])  # undo the yaw
-        image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-        views.append(CameraView(f"camera{i}", image, K, T))
-    return views
+    return [forward_camera(f"camera{i}", image_hw, rng, yaw)
+            for i, yaw in enumerate(CAMERA_YAWS_DEG[:count])]
 
 
 def build_engine(args: argparse.Namespace, device: torch.device) -> AdaptationEngine:
