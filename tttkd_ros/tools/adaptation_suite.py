@@ -86,6 +86,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="AdaptConfig override for every mode or one (as tttkd eval --set)")
 
 
+def names(text: str) -> list[str]:
+    """A comma-separated option as its names, in order, each once, empty ones dropped."""
+    return [n for n in dict.fromkeys(text.split(",")) if n]
+
+
+def adapting_modes(args: argparse.Namespace) -> list[str]:
+    """--modes without `none`, which every table and plot runs anyway."""
+    return [m for m in names(args.modes) if m != "none"]
+
+
 def parse_teacher(text: str) -> tuple[str, dict[str, Any]]:
     """'LABEL=CHECKPOINT[,WEIGHTS[,HEIGHT]]' -> (label, {checkpoint, weights, height})."""
     label, sep, rest = text.partition("=")
@@ -145,11 +155,11 @@ def run_adaptation(args: argparse.Namespace, teachers: dict, world: dict, device
                    overrides: tuple[dict, dict]) -> list[dict]:
     """Every (teacher, protocol, steps, drive, mode) run; `none` once per teacher, drive and
     frame count. An episodic drive need not be among the continual ones."""
-    modes = [m for m in dict.fromkeys(args.modes.split(",")) if m and m != "none"]
-    drives = [ID_DRIVE, *[s for s in args.shifts.split(",") if s]]
-    episodic = [s for s in args.episodic_shifts.split(",") if s] if args.episodic_steps else []
+    modes = adapting_modes(args)
+    drives = [ID_DRIVE, *names(args.shifts)]
+    episodic = names(args.episodic_shifts) if args.episodic_steps else []
     frames = args.frames or 12
-    plans = [("continual", int(k), drives, frames) for k in args.steps.split(",") if k]
+    plans = [("continual", int(k), drives, frames) for k in names(args.steps)]
     plans += [("episodic", args.episodic_steps, episodic, args.episodic_frames)] if episodic else []
     common, per_mode = overrides
     runs = []
@@ -180,7 +190,7 @@ def run_adaptation(args: argparse.Namespace, teachers: dict, world: dict, device
 def run_stability(args: argparse.Namespace, teachers: dict, world: dict, device,
                   overrides: tuple[dict, dict]) -> dict:
     """Per teacher, shift and mode: mIoU per window of a long continual drive."""
-    modes = ["none", *[m for m in dict.fromkeys(args.modes.split(",")) if m and m != "none"]]
+    modes = ["none", *adapting_modes(args)]
     common, per_mode = overrides
     configs = mode_configs(modes, {**common, "protocol": "continual",
                                    "budget_ms": UNLIMITED_MS}, per_mode)
@@ -188,15 +198,15 @@ def run_stability(args: argparse.Namespace, teachers: dict, world: dict, device,
     out: dict[str, dict] = {}
     for label, spec in teachers.items():
         tcfg, dino = load_teacher(spec, device)
-        for shift in [s for s in args.shifts.split(",") if s]:
-            engines, names = {}, None
+        for shift in names(args.shifts):
+            engines, class_names = {}, None
             for mode, cfg in configs.items():
                 loaded = load_engine(spec["checkpoint"], cfg, tcfg, device, dino)
                 warm_up(loaded.engine)
-                engines[mode], names = loaded.engine, loaded.class_names
-            lut = label_lut(names)
+                engines[mode], class_names = loaded.engine, loaded.class_names
+            lut = label_lut(class_names)
             windows = {m: [] for m in engines}
-            current = {m: ConfusionMatrix(len(names)) for m in engines}
+            current = {m: ConfusionMatrix(len(class_names)) for m in engines}
             drive = generate_drive(shift, frames, args.drive_seed, **world)
             for index, synth in enumerate(tqdm(drive, total=frames, unit="frame",
                                                desc=f"{label} {shift}",
@@ -208,7 +218,7 @@ def run_stability(args: argparse.Namespace, teachers: dict, world: dict, device,
                 if (index + 1) % args.window == 0 or index + 1 == frames:
                     for mode in engines:
                         windows[mode].append(float(current[mode].miou()))
-                        current[mode] = ConfusionMatrix(len(names))
+                        current[mode] = ConfusionMatrix(len(class_names))
             out.setdefault(label, {})[shift] = {
                 m: {"window_miou": w, "resets": engines[m].resets,
                     "events": dict(engines[m].event_counts)} for m, w in windows.items()}
@@ -224,13 +234,12 @@ def _parse(args: argparse.Namespace) -> tuple[dict, dict, tuple[dict, dict]]:
     teachers = dict(parse_teacher(t) for t in args.teachers)
     world = parse_world_overrides(args.world) if args.world else dict(BENCH_WORLD)
     get_shift(ID_DRIVE, **world)  # an unknown world setting fails here
-    unknown = {s for s in f"{args.shifts},{args.episodic_shifts}".split(",") if s} - set(
-        list_shifts())
+    unknown = {*names(args.shifts), *names(args.episodic_shifts)} - set(list_shifts())
     if unknown:
         raise ValueError(f"unknown shifts {sorted(unknown)}; choose from "
                          f"{', '.join(list_shifts())}")
     overrides = parse_set(args.adapt, "--adapt")
-    mode_configs(["none", *[m for m in args.modes.split(",") if m]], *overrides)
+    mode_configs(["none", *adapting_modes(args)], *overrides)
     return teachers, world, overrides
 
 
