@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tttkd_ros.tools.report import _figure
+from tttkd_ros.tools.report import figure
 
 ID_DRIVE = "clean"  # the in-distribution drive of the tables
 
@@ -23,8 +23,7 @@ def _key(run: dict) -> tuple:
 def summarize(runs: list[dict]) -> list[dict]:
     """Per teacher, protocol, steps and adapting mode: mIoU per drive, its change vs `none`
     (points and percent; no percent where none scored 0), the mean relative change over the
-    shifts, the worst change over
-    the shifts and the ID change."""
+    shifts, the worst change over the shifts and the ID change."""
     none = {(r["teacher"], r["drive"], r["frames"]): r["miou"] for r in runs
             if r["mode"] == "none"}
     tables: dict[tuple, dict[str, dict]] = defaultdict(dict)
@@ -57,7 +56,7 @@ def _pct(x: float | None) -> str:
 
 
 def adaptation_markdown(result: dict) -> str:
-    runs, summary = result["runs"], summarize(result["runs"])
+    runs, summary = result["runs"], result["summary"]
     title = (f"# Does adaptation help? ({result['minutes']:.0f} min on "
              f"{result['machine'].get('cpu', 'this machine')})")
     legend = (f"World {result['world']}, drive seed {result['drive_seed']}; overrides "
@@ -133,7 +132,7 @@ def plot_stability(result: dict, teacher: str, path: Path) -> None:
     shifts = result["runs"][teacher]
     cols = min(3, len(shifts))
     rows = -(-len(shifts) // cols)
-    fig = _figure(4.5 * cols, 3.2 * rows)
+    fig = figure(4.5 * cols, 3.2 * rows)
     window = result["window"]
     for i, (shift, modes) in enumerate(shifts.items()):
         ax = fig.add_subplot(rows, cols, i + 1)

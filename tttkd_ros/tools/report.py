@@ -17,7 +17,8 @@ PLOTS = {"sequence": "miou_sequence.png", "classes": "class_iou.png",
 REPORT = "report.md"
 
 
-def _figure(width: float, height: float) -> Figure:
+def figure(width: float, height: float) -> Figure:
+    """A figure of `width` x `height` inches on Agg's canvas (no display needed)."""
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -29,7 +30,7 @@ def _num(x: float | None) -> float:
 
 def plot_sequence(result: dict, path: Path) -> None:
     """Per-frame mIoU (percent) against the frame index, one line per mode."""
-    fig = _figure(8, 4)
+    fig = figure(8, 4)
     ax = fig.add_subplot()
     for mode, entry in result["modes"].items():
         values = [_num(v) for v in entry["miou_per_frame"]]
@@ -46,7 +47,7 @@ def plot_classes(result: dict, path: Path) -> None:
     classes = [c for c in result["classes"]
                if any(c in e["iou"] for e in result["modes"].values())]
     modes = list(result["modes"])
-    fig = _figure(min(16.0, max(6.0, 0.5 * len(classes) + 2)), 4.5)
+    fig = figure(min(16.0, max(6.0, 0.5 * len(classes) + 2)), 4.5)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(modes))
     x = np.arange(len(classes))
@@ -64,7 +65,7 @@ def plot_classes(result: dict, path: Path) -> None:
 def plot_latency(result: dict, path: Path) -> None:
     """Box plot of the per-frame latency (ms) of every mode."""
     modes = list(result["modes"])
-    fig = _figure(max(5.0, 1.2 * len(modes) + 2), 4)
+    fig = figure(max(5.0, 1.2 * len(modes) + 2), 4)
     ax = fig.add_subplot()
     ax.boxplot([result["modes"][m]["latency_ms_per_frame"] for m in modes],
                tick_labels=modes, showfliers=True)
