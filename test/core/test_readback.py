@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from tttkd_ros.core.frame import MASK_NONE, UNLABELED
@@ -67,3 +68,16 @@ def test_splat_mask_keeps_the_nearest_labeled_point_of_each_pixel() -> None:
 def test_splat_mask_without_any_seen_point_is_empty() -> None:
     mask = splat_mask(np.full(5, -1), np.ones(5, np.float32), np.zeros(5, np.uint16), (4, 6))
     assert mask.shape == (4, 6) and (mask == MASK_NONE).all()
+
+
+@pytest.mark.parametrize("yaw_deg", [0.0, 60.0, -60.0])
+def test_a_yawed_forward_camera_sees_the_point_its_yaw_points_at(yaw_deg: float) -> None:
+    view = forward_camera("c", IMAGE_HW, np.random.default_rng(0), yaw_deg)
+    yaw = np.radians(yaw_deg)
+    ahead = torch.tensor([[10 * np.cos(yaw), 10 * np.sin(yaw), 0.0]], dtype=torch.float32)
+    behind = -ahead
+    proj = project_view(torch.cat([ahead, behind]), view)
+    assert proj.visible.tolist() == [True, False]
+    principal_point = torch.tensor([IMAGE_HW[1] / 2, IMAGE_HW[0] / 2])  # K's (w/2, h/2)
+    assert torch.allclose(proj.uv[0], principal_point, atol=1e-3)
+    assert float(proj.depth[0]) == pytest.approx(10.0, rel=1e-5)
