@@ -37,10 +37,10 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ViT-S/14 teacher's 384-d features)."""
     import torch
 
-    from tttkd_ros.core.checkpoint import save_checkpoint
     from tttkd_ros.core.config import ModelConfig
     from tttkd_ros.core.labels import CLASS_NAMES, palette_rgb
-    from tttkd_ros.core.model import build_model
+    from tttkd_ros.core.model.checkpoint import save_checkpoint
+    from tttkd_ros.core.model.segmentation import build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(backbone="tiny", feat_dim=384)

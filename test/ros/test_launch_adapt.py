@@ -36,10 +36,10 @@ def write_inputs(directory: Path) -> Path:
     """A tiny random-init checkpoint and a params file (from config/adapt.yaml) using it."""
     import torch
 
-    from tttkd_ros.core.checkpoint import save_checkpoint
     from tttkd_ros.core.config import ModelConfig
     from tttkd_ros.core.labels import CLASS_NAMES, palette_rgb
-    from tttkd_ros.core.model import build_model
+    from tttkd_ros.core.model.checkpoint import save_checkpoint
+    from tttkd_ros.core.model.segmentation import build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig()

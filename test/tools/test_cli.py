@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from tttkd_ros.tools import bench, cli
+from tttkd_ros.tools import cli
+from tttkd_ros.tools.bench import latency
 
 HELP_WITHOUT_TORCH = """
 import sys
@@ -29,7 +30,7 @@ def test_top_level_help_lists_every_subcommand_without_loading_torch() -> None:
 
 def test_a_subcommand_gets_its_own_options_and_runner() -> None:
     args = cli.build_parser("bench").parse_args(["bench", "--points", "100", "--repeats", "2"])
-    assert args.points == [100] and args.repeats == 2 and args.func is bench.run
+    assert args.points == [100] and args.repeats == 2 and args.func is latency.run
 
 
 def test_every_tool_registers_its_subcommand() -> None:

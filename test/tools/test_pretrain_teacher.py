@@ -11,7 +11,7 @@ import torch
 
 from tttkd_ros.core.config import TeacherConfig
 from tttkd_ros.core.labels import IGNORE_INDEX
-from tttkd_ros.core.teacher import DinoTeacher
+from tttkd_ros.core.model.teacher import DinoTeacher
 from tttkd_ros.tools import pretrain_teacher as pt
 from tttkd_ros.tools.cli import build_parser
 

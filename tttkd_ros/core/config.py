@@ -64,7 +64,7 @@ class AdaptConfig:
     protocol: str = "continual"
     order: str = "adapt_then_predict"
     # sync: adapt on the frame, then predict it (TTT-KD). async: predict with the current
-    # weights and return, adapt on the frame in the background (core/schedule.py); the new
+    # weights and return, adapt on the frame in the background (core/adapt/schedule.py); the new
     # weights serve from a later frame on, and `order` does not apply.
     schedule: str = "sync"
     max_steps: int = 1
@@ -83,7 +83,7 @@ class AdaptConfig:
     bn_prior: float = 1.0
     restore_prob: float = 0.01  # stochastic restoration per element and step (OCL: 0.01)
     seed: int = 0
-    # Safety (core/safety.py). A cloud with more points than max_points is grid-subsampled
+    # Safety (core/adapt/safety.py). A cloud with more points than max_points is grid-subsampled
     # for the model and every point takes its cell's label; 0 = no cap.
     max_points: int = 300_000
     # A step whose loss part exceeds its recent median by more than

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .budget import BudgetPlanner
-from .checkpoint import load_checkpoint
+from .adapt.budget import BudgetPlanner
+from .adapt.engine import AdaptationEngine
 from .config import AdaptConfig, TeacherConfig
-from .engine import AdaptationEngine
 from .frame import CameraView, Frame
-from .teacher import DinoTeacher
+from .model.checkpoint import load_checkpoint
+from .model.teacher import DinoTeacher
 
 
 @dataclass

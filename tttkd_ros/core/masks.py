@@ -1,7 +1,7 @@
 """Per-camera label masks: splat each labeled point into its pixel, the nearest point wins.
 
 Split in two so that a frame's masks need no copy of their own from the GPU: `pixel_depth`
-runs on the device with the prediction and travels back with it (core/readback.py), and
+runs on the device with the prediction and travels back with it (core/device/readback.py), and
 `splat_mask` draws the mask on the host from the copied-back pixels, depths and labels.
 """
 from __future__ import annotations

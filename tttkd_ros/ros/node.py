@@ -32,7 +32,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
-from ..core.device import resolve_device
+from ..core.device.selection import resolve_device
 from ..core.frame import UNLABELED, CameraView, Frame, FrameStats
 from ..core.loading import load_engine, warm_up
 from .convert import (

@@ -1,7 +1,8 @@
 """`tttkd`: one console script, one subcommand per tool module.
 
-Each tool module `tttkd_ros.tools.<module>` defines `register(parser)`, which fills its
-subcommand's parser and sets `func=run`; `run(args)` returns the exit code. A tool module is
+Each tool module `tttkd_ros.tools.<module>` (`bench.latency` for `tttkd bench`, whose suites
+live in `tools/bench/`) defines `register(parser)`, which fills its subcommand's parser and
+sets `func=run`; `run(args)` returns the exit code. A tool module is
 imported only when its subcommand runs (or its help is asked for), so `tttkd --help` and the
 light tools do not wait for torch, spconv and timm to load.
 """
@@ -17,7 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "write a synthetic LiDAR + camera drive (SemanticKITTI layout)"),
     "train": ("train", "train the source model on a SemanticKITTI-layout folder"),
     "eval": ("eval", "evaluate adaptation modes on the same frames (JSON, report, plots)"),
-    "bench": ("bench", "latency per stage (default), or the adaptation / stability tables"),
+    "bench": ("bench.latency", "latency per stage (default), or the adaptation / stability tables"),
     "pretrain-teacher": ("pretrain_teacher",
                          "train a DINOv2-architecture teacher on synthetic images"),
 }

@@ -13,9 +13,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from tttkd_ros.core.checkpoint import load_checkpoint
 from tttkd_ros.core.config import MODES, PROTOCOLS, AdaptConfig, TeacherConfig
-from tttkd_ros.core.device import resolve_device
+from tttkd_ros.core.device.selection import resolve_device
+from tttkd_ros.core.model.checkpoint import load_checkpoint
 from tttkd_ros.ros.bag import BagError
 from tttkd_ros.tools.evaluation import evaluate, load_frames, mode_configs
 from tttkd_ros.tools.report import write_report

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from tttkd_ros.core.adapt.engine import AdaptationEngine
 from tttkd_ros.core.config import MODES, AdaptConfig, TeacherConfig
-from tttkd_ros.core.engine import AdaptationEngine
 from tttkd_ros.core.labels import CLASS_NAMES, IGNORE_INDEX, raw_to_train_lut
 from tttkd_ros.core.loading import load_engine, warm_up
 from tttkd_ros.core.metrics import ConfusionMatrix

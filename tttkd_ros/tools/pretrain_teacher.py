@@ -30,7 +30,7 @@ from torchvision.transforms.functional import gaussian_blur
 from tqdm import tqdm
 
 from tttkd_ros.core.labels import CLASS_NAMES, IGNORE_INDEX, raw_to_train_lut
-from tttkd_ros.core.teacher import resized_unit_image
+from tttkd_ros.core.model.teacher import resized_unit_image
 from tttkd_ros.data.drive import generate_drive
 from tttkd_ros.data.shifts import get_shift
 from tttkd_ros.tools.synth import parse_overrides

@@ -17,19 +17,19 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from tttkd_ros.core.adapt.losses import kd_loss
+from tttkd_ros.core.adapt.objective import teacher_targets
 from tttkd_ros.core.augment import AugmentConfig, apply_transform, moved_extrinsic, random_transform
-from tttkd_ros.core.checkpoint import save_checkpoint
 from tttkd_ros.core.config import TEACHER_DIMS, ModelConfig, TeacherConfig
-from tttkd_ros.core.device import resolve_device
-from tttkd_ros.core.feature_cache import FeatureCache
+from tttkd_ros.core.device.selection import resolve_device
 from tttkd_ros.core.frame import CameraView
 from tttkd_ros.core.labels import CLASS_NAMES, IGNORE_INDEX, palette_rgb, raw_to_train
-from tttkd_ros.core.losses import kd_loss
 from tttkd_ros.core.metrics import ConfusionMatrix
-from tttkd_ros.core.model import build_model
-from tttkd_ros.core.objective import teacher_targets
-from tttkd_ros.core.teacher import DinoTeacher
-from tttkd_ros.core.voxelize import voxelize
+from tttkd_ros.core.model.checkpoint import save_checkpoint
+from tttkd_ros.core.model.feature_cache import FeatureCache
+from tttkd_ros.core.model.segmentation import build_model
+from tttkd_ros.core.model.teacher import DinoTeacher
+from tttkd_ros.core.model.voxelize import voxelize
 from tttkd_ros.data.kitti import read_sequence
 
 

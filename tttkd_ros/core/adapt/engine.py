@@ -1,0 +1,339 @@
+"""The adaptation engine: one object serves the node, the evaluator, the demo and the bench.
+
+`process(frame)` takes up to `max_steps` self-supervised gradient steps on the frame inside
+its time budget (TTT-KD: adapt, then predict), or predicts from the first step's forward pass
+(OCL's order), and returns per-point labels, confidences, camera masks and stats. With the
+`async` schedule it predicts first and adapts in the background (core/adapt/schedule.py).
+
+Safety (core/adapt/safety.py): a cloud over `max_points` is grid-subsampled for the model and every
+point takes its cell's label; a step with a non-finite loss or gradient, or a loss spike, is
+discarded and the last good weights are restored; a collapse of the predictions resets to the
+source weights. Every such event is named in the frame's stats and counted in `event_counts`.
+"""
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from ..config import AdaptConfig
+from ..device.readback import HostPrediction, read_back
+from ..device.streams import EngineStreams, used_here
+from ..device.transfer import host_copy, to_device
+from ..frame import UNLABELED, Frame, FrameStats, Prediction
+from ..geometry import mirror_points
+from ..masks import splat_mask
+from ..model.norm import set_bn_prior
+from ..model.segmentation import SegModel, param_groups
+from ..model.voxelize import voxelize
+from .budget import BudgetPlanner, StepTimer
+from .objective import KdTargets, adaptation_loss, has_signal, teacher_targets, uses_kd, uses_ocl
+from .restore import copy_into, snapshot, stochastic_restore
+from .safety import CollapseDetector, LossSpikeDetector, dominant_share, grid_subsample
+from .schedule import AsyncAdapter
+
+
+class AdaptationEngine:
+    """Owns the model being adapted, its source snapshot and the optimizer state.
+
+    model: a SegModel whose heads (rho_Y, rho_2D) stay frozen; teacher: a frozen DINOv2
+    (`features(image) -> (D, h, w)`) or None, in which case KD has no targets.
+    """
+
+    def __init__(self, model: SegModel, cfg: AdaptConfig, teacher=None,
+                 device: torch.device | str = "cpu") -> None:
+        cfg.validate()
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.teacher = teacher
+        self.cfg = cfg
+        self.enabled = True
+        self.timer = StepTimer(self.device)
+        self.streams = EngineStreams(self.device)
+        self.planner = BudgetPlanner()
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.resets = 0
+        self.event_counts: Counter[str] = Counter()  # every event since start, by name
+        self.background: AsyncAdapter | None = None  # set while the schedule is async
+        self._select_params()
+        self._make_guards()
+        self._apply_schedule()
+
+    # -- configuration -------------------------------------------------------------------
+
+    def _select_params(self) -> None:
+        """Freeze everything but the parameters that adapt; snapshot them as the source."""
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.params = list(param_groups(self.model, self.cfg.params))
+        for p in self.params:
+            p.requires_grad_(True)
+        if not hasattr(self, "source"):
+            self.source = snapshot(list(self.model.parameters()))
+        # the source values of the adapted parameters, for stochastic restoration each step
+        index = {id(p): i for i, p in enumerate(self.model.parameters())}
+        self.params_source = [self.source[index[id(p)]] for p in self.params]
+        self.optimizer = self._make_optimizer()
+        self.optimizer_start = copy.deepcopy(self.optimizer.state_dict())
+        self.last_good = snapshot(self.params)  # the adapted weights of the last normal loss
+
+    def _make_guards(self) -> None:
+        c = self.cfg
+        self.spikes = LossSpikeDetector(c.spike_factor, c.spike_min_delta, c.spike_window,
+                                        c.spike_patience)
+        self.collapse = CollapseDetector(c.collapse_jump, c.collapse_window, c.collapse_frames)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.cfg
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(self.params, lr=c.lr, momentum=c.momentum,
+                                   weight_decay=c.weight_decay)
+        if c.optimizer == "adam":
+            return torch.optim.Adam(self.params, lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.AdamW(self.params, lr=c.lr, weight_decay=c.weight_decay)
+
+    def configure(self, **changes) -> None:
+        """Change adaptation settings at run time; invalid values raise ValueError and change
+        nothing. The adapted weights are kept; a new optimizer starts if its settings or the
+        adapted parameter set change. The spike and collapse detectors start over (the
+        objective, and so the loss level, may have changed)."""
+        new = replace(self.cfg, **changes)
+        new.validate()
+        self._settle()  # an adaptation in flight finishes under the settings it started with
+        rebuild = any(getattr(new, k) != getattr(self.cfg, k)
+                      for k in ("optimizer", "lr", "momentum", "weight_decay", "params"))
+        self.cfg = new
+        if rebuild:
+            self._select_params()
+        self._make_guards()
+        self._apply_schedule()
+
+    def _apply_schedule(self) -> None:
+        """Start or stop the background adaptation; the engine's model always holds the newest
+        weights, so `sync` simply continues from them."""
+        if self.cfg.schedule == "async" and self.background is None:
+            self.background = AsyncAdapter(self)
+        elif self.cfg.schedule == "sync" and self.background is not None:
+            self.background.close()
+            self.background = None
+
+    def close(self) -> None:
+        """Finish an adaptation in flight (its weights are kept) and stop the background
+        thread; `process` afterwards runs as `sync`. Called when the node shuts down."""
+        if self.background is not None:
+            self.background.close()
+            self.background = None
+
+    def _settle(self) -> None:
+        if self.background is not None:
+            self.background.settle()
+
+    def reset(self) -> None:
+        """Back to the source weights and a fresh optimizer; the detectors start over. An
+        adaptation in flight is waited for and overwritten."""
+        self._settle()
+        copy_into(list(self.model.parameters()), self.source)
+        self._restart_from_current()
+        if self.background is not None:
+            self.background.mirror()
+        self.resets += 1
+
+    def clock_jumped(self) -> bool:
+        """The input's time went backwards (a looped bag): reset to the source weights when
+        `reset_on_clock_jump` is set. Returns whether it reset (counted as an event)."""
+        if not self.cfg.reset_on_clock_jump:
+            return False
+        self.reset()
+        self.event_counts["clock_jump_reset"] += 1
+        return True
+
+    def _restart_from_current(self) -> None:
+        """Fresh optimizer state, the current weights as the last good ones, no history."""
+        self.optimizer.load_state_dict(self.optimizer_start)
+        copy_into(self.last_good, self.params)
+        self.spikes.clear()
+        self.collapse.clear()
+
+    @property
+    def adapting(self) -> bool:
+        c = self.cfg
+        return self.enabled and c.mode != "none" and c.max_steps > 0 and c.budget_ms > 0
+
+    # -- per frame -----------------------------------------------------------------------
+
+    def process(self, frame: Frame) -> Prediction:
+        """Adapt (per the schedule) and predict one frame. On CUDA the points go up from
+        page-locked memory without blocking, the work runs on the engine's streams, and the
+        prediction comes back in one copy (core/device/readback.py)."""
+        host, finite = self._host_points(frame.points)
+        stats = FrameStats(budget_ms=self.cfg.budget_ms if self.adapting else 0.0)
+        labels = np.full(len(finite), UNLABELED, dtype=np.uint16)
+        confidence = np.zeros(len(finite), dtype=np.float32)
+        if len(host) == 0:
+            return Prediction(labels, confidence, {}, stats)
+
+        adapting, background = self.adapting, self.background
+        with self.streams.on(self.streams.infer):
+            pts = to_device(host, self.device)
+            model_pts, owner = pts, None
+            if 0 < self.cfg.max_points < len(pts):
+                keep, owner = grid_subsample(pts[:, :3], self.cfg.max_points,
+                                             self.model.cfg.voxel_size)
+                model_pts = pts[keep]
+                self._event(stats, "points_subsampled")
+            if background is None:
+                logits = self._adapt_on_stream(model_pts, frame, stats) if adapting else None
+            else:
+                background.swap_in(stats)  # frame boundary: a finished adaptation serves now
+                logits = None
+            predictor = self.model if background is None else background.serving
+            if logits is None:
+                logits = self._infer(model_pts, stats, predictor)
+            out = self._read_back(logits, owner, pts, frame)
+            if adapting and stats.steps > 0 and self.collapse.update(self._dominant_share(out)):
+                self.reset()  # the prediction came from collapsed weights: redo it from the source
+                self._event(stats, "collapse_reset")
+                out = self._read_back(self._infer(model_pts, stats, predictor), owner, pts, frame)
+            labels[finite], confidence[finite] = out.labels, out.confidence
+            masks = {v.name: splat_mask(pixel, depth, out.labels, v.size)
+                     for v, pixel, depth in zip(frame.cameras, out.pixels, out.depths)}
+            if background is not None and adapting:
+                background.start(model_pts, frame, stats)  # the prediction is complete
+            if background is None and self.cfg.protocol == "episodic" and stats.steps > 0:
+                self._end_episode()
+        return Prediction(labels, confidence, masks, stats)
+
+    def _host_points(self, points: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """The finite rows of `points` as the engine's own host copy (the caller may reuse
+        its array; async reads the copy later), page-locked for a GPU; and the finite mask."""
+        array = np.asarray(points, dtype=np.float32)
+        finite = np.isfinite(array).all(axis=1)
+        return host_copy(array if finite.all() else array[finite],
+                         pinned=self.device.type == "cuda"), finite
+
+    def _read_back(self, logits: torch.Tensor, owner: torch.Tensor | None, pts: torch.Tensor,
+                   frame: Frame) -> HostPrediction:
+        """Classes and confidences of every point (a subsampled point takes its cell's) and
+        its pixel in each camera, on the host."""
+        conf, cls = self._classify(logits)
+        if owner is not None:
+            conf, cls = conf[owner], cls[owner]
+        return read_back(cls, conf, pts[:, :3], frame.cameras)
+
+    def _dominant_share(self, out: HostPrediction) -> float:
+        labels = out.labels[out.labels != UNLABELED].astype(np.int64)
+        return dominant_share(torch.from_numpy(labels), self.model.cfg.num_classes)
+
+    def _end_episode(self) -> None:
+        """Episodic protocol: the source weights and a fresh optimizer for the next frame."""
+        copy_into(list(self.model.parameters()), self.source)
+        self.optimizer.load_state_dict(self.optimizer_start)
+        copy_into(self.last_good, self.params)
+
+    def _event(self, stats: FrameStats, name: str) -> None:
+        stats.events.append(name)
+        self.event_counts[name] += 1
+
+    @staticmethod
+    def _classify(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(confidence (N,) float32, class (N,) int64) from logits (N, C); a point whose
+        logits are not finite gets UNLABELED and confidence 0."""
+        conf, cls = torch.softmax(logits.float(), dim=1).max(dim=1)
+        bad = ~torch.isfinite(conf)
+        return conf.masked_fill(bad, 0.0), cls.masked_fill(bad, UNLABELED)
+
+    def _infer(self, pts: torch.Tensor, stats: FrameStats, model: SegModel) -> torch.Tensor:
+        """Logits (N, C) of `model` (the engine's, or async's serving copy) with everything
+        frozen and source BN statistics."""
+        times: list[float] = []
+        with self.timer.measure(times), torch.no_grad():
+            logits = model(voxelize([pts], model.cfg.voxel_size)).logits
+        stats.infer_ms += times[0]
+        return logits
+
+    def _adapt_on_stream(self, pts: torch.Tensor, frame: Frame, stats: FrameStats
+                         ) -> torch.Tensor | None:
+        """`sync`: `_adapt` on the adaptation stream; the caller's (inference) stream then
+        waits for it, so the frame is predicted with the adapted weights."""
+        with self.streams.on(self.streams.adapt, uses=[pts]):
+            logits = self._adapt(pts, frame, stats)
+        if logits is not None:
+            used_here([logits])
+        return logits
+
+    def _adapt(self, pts: torch.Tensor, frame: Frame, stats: FrameStats) -> torch.Tensor | None:
+        """Take steps while they fit the budget; a discarded step ends the frame's steps (the
+        same data would fail again). Returns the logits of the first step's forward (averaged
+        over the OCL views) when the order is predict_then_adapt and that step was not
+        discarded (its weights were not trusted), else None."""
+        cfg = self.cfg
+        targets = None
+        if uses_kd(cfg.mode) and self.teacher is not None and frame.cameras:
+            times: list[float] = []
+            with self.streams.on(self.streams.teacher, uses=[pts]), \
+                    self.timer.measure(times), torch.no_grad():
+                targets = teacher_targets(self.teacher, pts[:, :3], frame.cameras)
+            used_here([targets.point_index, targets.features])
+            stats.teacher_ms = times[0]
+        if not has_signal(cfg, targets):
+            return None
+
+        first_logits = None
+        step_times: list[float] = []
+        while stats.steps < cfg.max_steps and self.planner.fits(sum(step_times), cfg.budget_ms):
+            with self.timer.measure(step_times):
+                logits, parts, event = self._step(pts, targets, first=stats.steps == 0)
+            self.planner.record(step_times[-1])
+            stats.steps += 1
+            stats.losses = parts
+            if event:
+                self._event(stats, event)
+                break
+            if stats.steps == 1:
+                first_logits = logits
+        if stats.steps == 0:
+            self.planner.refused_frame()
+        stats.adapt_ms = sum(step_times)
+        stats.over_budget = stats.adapt_ms > cfg.budget_ms
+        return first_logits if cfg.order == "predict_then_adapt" else None
+
+    def _step(self, pts: torch.Tensor, targets: KdTargets | None, first: bool
+              ) -> tuple[torch.Tensor, dict[str, float], str]:
+        """One gradient step. A non-finite loss or a loss spike discards the step and puts
+        back the last good weights (those of the last normal loss; a fresh optimizer state
+        drops the momentum that led away from them); a non-finite gradient discards the
+        step. Returns the step's (detached, view-averaged) logits, loss parts and an event
+        name ('' when the step was applied). `first`: the frame's first step, whose loss
+        parts join the spike detector's history."""
+        cfg = self.cfg
+        n = len(pts)
+        clouds = [pts, mirror_points(pts)] if uses_ocl(cfg.mode) else [pts]
+        set_bn_prior(self.model, cfg.bn_prior if cfg.bn_prior < 1.0 else None)
+        try:
+            out = self.model(voxelize(clouds, self.model.cfg.voxel_size))
+        finally:
+            set_bn_prior(self.model, None)
+        loss, parts = adaptation_loss(cfg, out.logits, out.feat2d, n, targets)
+        logits = out.logits.detach()
+        logits = (logits[:n] + logits[n:]) / 2 if len(clouds) == 2 else logits
+        self.optimizer.zero_grad(set_to_none=True)
+        rejected = ("nonfinite_loss_discarded" if not torch.isfinite(loss)
+                    else "loss_spike_discarded" if self.spikes.check(parts, record=first) else "")
+        if rejected:
+            copy_into(self.params, self.last_good)
+            self.optimizer.load_state_dict(self.optimizer_start)
+            return logits, parts, rejected
+        copy_into(self.last_good, self.params)  # these weights gave a normal loss
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, float("inf"))
+        if not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return logits, parts, "nonfinite_grad_discarded"
+        self.optimizer.step()
+        if cfg.restore_prob > 0:
+            stochastic_restore(self.params, self.params_source, cfg.restore_prob,
+                               self.generator)
+        return logits, parts, ""

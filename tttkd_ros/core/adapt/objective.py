@@ -1,0 +1,88 @@
+"""The self-supervised objective of one adaptation step, per mode (METHOD.md).
+
+KD targets come from the frozen teacher once per frame; the OCL views are the cloud and its
+mirror, stacked as a batch of two, so point i of view 0 and point N + i of view 1 are the
+same physical point.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..config import AdaptConfig
+from ..frame import CameraView
+from ..geometry import project_view, sample_grid
+from .losses import entropy_loss, kd_loss, ocl_loss
+
+
+@dataclass
+class KdTargets:
+    """Every visible (point, camera) pair: point_index (M,) into the model's points, and the
+    teacher feature (M, D) sampled at that point's pixel."""
+
+    point_index: torch.Tensor
+    features: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.point_index.numel())
+
+
+def uses_kd(mode: str) -> bool:
+    return mode in ("kd", "kd+ocl")
+
+
+def uses_ocl(mode: str) -> bool:
+    return mode in ("ocl", "kd+ocl")
+
+
+def teacher_targets(teacher, xyz: torch.Tensor, cameras: list[CameraView]) -> KdTargets:
+    """xyz: (N, 3) LiDAR-frame points on the teacher's device."""
+    index, feats = [], []
+    for view in cameras:
+        grid = teacher.features(view.image)
+        proj = project_view(xyz, view)
+        visible = proj.visible.nonzero().squeeze(1)
+        index.append(visible)
+        feats.append(sample_grid(grid.to(xyz.dtype), proj.uv[visible], view.size))
+    if not index:
+        return KdTargets(torch.zeros(0, dtype=torch.long, device=xyz.device),
+                         torch.zeros(0, 1, device=xyz.device))
+    return KdTargets(torch.cat(index), torch.cat(feats))
+
+
+def adaptation_loss(
+    cfg: AdaptConfig, logits: torch.Tensor, feat2d: torch.Tensor, n_points: int,
+    targets: KdTargets | None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """logits (V*N, C) and feat2d (V*N, D) for V = 1 or 2 views of N points.
+
+    Returns the weighted loss and its parts as floats (for ~/stats).
+    """
+    parts: dict[str, torch.Tensor] = {}
+    total = logits.new_zeros(())
+    if uses_kd(cfg.mode) and targets is not None and len(targets) > 0:
+        parts["kd"] = kd_loss(feat2d[targets.point_index], targets.features)
+        total = total + cfg.w_kd * parts["kd"]
+    if uses_ocl(cfg.mode):
+        loss, l_pos, l_neg = ocl_loss(
+            logits[:n_points], logits[n_points:2 * n_points],
+            pos_coeff=cfg.ocl_pos_coeff, neg_coeff=cfg.ocl_neg_coeff,
+        )
+        parts.update(ocl=loss, ocl_pos=l_pos, ocl_neg=l_neg)
+        total = total + cfg.w_ocl * loss
+    if cfg.mode == "tent":
+        parts["entropy"] = entropy_loss(logits[:n_points])
+        total = total + parts["entropy"]
+    # one read of the device for all parts, not one per part
+    values = torch.stack([v.detach().float() for v in parts.values()]).tolist() if parts else []
+    return total, dict(zip(parts, values))
+
+
+def has_signal(cfg: AdaptConfig, targets: KdTargets | None) -> bool:
+    """False when the mode's only loss has nothing to act on (KD with no visible point)."""
+    if cfg.mode == "none":
+        return False
+    if cfg.mode == "kd":
+        return targets is not None and len(targets) > 0
+    return True

@@ -1,0 +1,275 @@
+"""`tttkd bench --suite adaptation | stability`: does adaptation help, and does it last?
+
+adaptation: for each teacher (a source checkpoint trained with it, plus its weights), every
+mode on the in-distribution drive and on each shifted drive of the synthetic world, all
+modes on the same frames: continual with each per-frame step count of --steps, and episodic
+with --episodic-steps on a subset. One JSON (every run) and a Markdown table per teacher and
+protocol (rows: modes; columns: ID and the shifts; cells: mIoU and change relative to none).
+
+stability: for each teacher and shift, one long continual drive (--frames, e.g. 500) through
+`none` and the --modes side by side, frame by frame, with mIoU per window of frames; a plot
+per teacher shows a method that drifts down.
+
+Every adapting mode takes exactly its step count per frame (the time budget is lifted: this
+measures the method, `tttkd bench --suite latency` measures the cost). The teacher's features
+of a frame are computed once and shared by every mode and step count (same numbers, less time).
+Drives are rendered in memory from their seeds, so a run needs nothing but the checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tttkd_ros.core.config import MODES, TeacherConfig
+from tttkd_ros.core.device.selection import resolve_device
+from tttkd_ros.core.loading import load_engine, warm_up
+from tttkd_ros.core.metrics import ConfusionMatrix
+from tttkd_ros.core.model.checkpoint import load_checkpoint
+from tttkd_ros.core.model.teacher import DinoTeacher
+from tttkd_ros.data.drive import generate_drive
+from tttkd_ros.data.shifts import get_shift, list_shifts
+from tttkd_ros.ros.bag import LabeledFrame
+from tttkd_ros.tools.bench.adaptation_report import (
+    ID_DRIVE,
+    summarize,
+    write_adaptation_report,
+    write_stability_report,
+)
+from tttkd_ros.tools.bench.machine import machine_info
+from tttkd_ros.tools.eval import parse_set
+from tttkd_ros.tools.evaluation import evaluate, label_lut, mode_configs
+from tttkd_ros.tools.synth import parse_overrides as parse_world_overrides
+
+# The world the suites render unless --world says otherwise: the synthetic HDL-64E at an
+# eighth of its azimuth resolution (~16k points) and half-size images, so that a full table
+# runs in about an hour on two CPU cores. Source checkpoints must be trained on this world.
+BENCH_WORLD = {"lidar_azimuth_res_deg": 1.44, "image_scale": 0.5}
+# one shift of each kind: sensor, calibration, weather, scene, camera
+DEFAULT_SHIFTS = ("beams32", "intensity", "fog", "town", "dark")
+UNLIMITED_MS = 1e9
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("adaptation and stability suites")
+    g.add_argument("--teacher", action="append", default=[], dest="teachers",
+                   metavar="LABEL=CHECKPOINT[,WEIGHTS[,HEIGHT]]",
+                   help="a teacher and the source checkpoint trained with it, repeatable; "
+                        "WEIGHTS empty = seeded random DINOv2 weights; HEIGHT = its input "
+                        "height (default 224)")
+    g.add_argument("--shifts", default=",".join(DEFAULT_SHIFTS),
+                   help=f"shifted drives besides the ID drive ({ID_DRIVE}); from "
+                        f"{', '.join(list_shifts()[1:])}")
+    g.add_argument("--modes", default=",".join(MODES), help="modes to run (none always runs)")
+    g.add_argument("--frames", type=int, default=0,
+                   help="frames per drive (default: 12 adaptation, 500 stability)")
+    g.add_argument("--drive-seed", type=int, default=20, help="seed of every reported drive")
+    g.add_argument("--steps", default="1,2,5", help="continual steps per frame, comma-separated")
+    g.add_argument("--episodic-steps", type=int, default=10, help="0 = no episodic runs")
+    g.add_argument("--episodic-shifts", default="intensity,fog",
+                   help="drives of the episodic runs")
+    g.add_argument("--episodic-frames", type=int, default=6)
+    g.add_argument("--window", type=int, default=50, help="stability: frames per window")
+    g.add_argument("--world", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"synthetic-world setting (default {BENCH_WORLD})")
+    g.add_argument("--adapt", action="append", default=[], metavar="[MODE.]FIELD=VALUE",
+                   help="AdaptConfig override for every mode or one (as tttkd eval --set)")
+
+
+def names(text: str) -> list[str]:
+    """A comma-separated option as its names, in order, each once, empty ones dropped."""
+    return [n for n in dict.fromkeys(text.split(",")) if n]
+
+
+def adapting_modes(args: argparse.Namespace) -> list[str]:
+    """--modes without `none`, which every table and plot runs anyway."""
+    return [m for m in names(args.modes) if m != "none"]
+
+
+def parse_teacher(text: str) -> tuple[str, dict[str, Any]]:
+    """'LABEL=CHECKPOINT[,WEIGHTS[,HEIGHT]]' -> (label, {checkpoint, weights, height})."""
+    label, sep, rest = text.partition("=")
+    parts = rest.split(",")
+    if not sep or not label or not parts[0] or len(parts) > 3:
+        raise ValueError(f"--teacher {text!r}: expected LABEL=CHECKPOINT[,WEIGHTS[,HEIGHT]]")
+    for path in filter(None, parts[:2]):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--teacher {label}: no file {path}")
+    height = int(parts[2]) if len(parts) == 3 and parts[2] else 224
+    weights = parts[1] if len(parts) > 1 else ""
+    return label, {"checkpoint": parts[0], "weights": weights, "image_height": height}
+
+
+class SharedTeacher:
+    """A loaded teacher whose features are computed once per image (keyed by its bytes) and
+    reused by every engine that sees the same frames."""
+
+    def __init__(self, teacher: DinoTeacher) -> None:
+        self.teacher, self.device = teacher, teacher.device
+        self._grids: dict[str, torch.Tensor] = {}
+
+    def features(self, image: np.ndarray) -> torch.Tensor:
+        key = hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+        if key not in self._grids:
+            self._grids[key] = self.teacher.features(image)
+        return self._grids[key]
+
+    def clear(self) -> None:
+        self._grids.clear()
+
+
+def load_teacher(spec: dict[str, Any], device: torch.device) -> tuple[TeacherConfig, SharedTeacher]:
+    name = load_checkpoint(spec["checkpoint"], "cpu").teacher_name
+    cfg = TeacherConfig(name=name, weights=spec["weights"], image_height=spec["image_height"])
+    with warnings.catch_warnings():  # random weights are one of the reported teachers
+        warnings.simplefilter("ignore", UserWarning)
+        return cfg, SharedTeacher(DinoTeacher(cfg, device))
+
+
+def render_drive(shift: str, frames: int, seed: int, world: dict) -> list[LabeledFrame]:
+    return [LabeledFrame(f.to_frame(), f.labels)
+            for f in generate_drive(shift, frames, seed, **world)]
+
+
+def _entry(teacher: str, protocol: str, steps: int, drive: str, frames: int, mode: str,
+           e: dict) -> dict:
+    """One run's record; `none` is recorded with 0 steps and serves every table whose drive
+    and frame count it shares."""
+    keep = ("miou", "iou", "latency_ms", "steps_mean", "miou_per_frame")
+    return {"teacher": teacher, "protocol": "-" if mode == "none" else protocol,
+            "steps": 0 if mode == "none" else steps, "drive": drive, "frames": frames,
+            "mode": mode, **{k: e[k] for k in keep}}
+
+
+def run_adaptation(args: argparse.Namespace, teachers: dict, world: dict, device,
+                   overrides: tuple[dict, dict]) -> list[dict]:
+    """Every (teacher, protocol, steps, drive, mode) run; `none` once per teacher, drive and
+    frame count. An episodic drive need not be among the continual ones."""
+    modes = adapting_modes(args)
+    drives = [ID_DRIVE, *names(args.shifts)]
+    episodic = names(args.episodic_shifts) if args.episodic_steps else []
+    frames = args.frames or 12
+    plans = [("continual", int(k), drives, frames) for k in names(args.steps)]
+    plans += [("episodic", args.episodic_steps, episodic, args.episodic_frames)] if episodic else []
+    common, per_mode = overrides
+    runs = []
+    for label, spec in teachers.items():
+        tcfg, dino = load_teacher(spec, device)
+        for drive in dict.fromkeys(drives + episodic):
+            longest = max(count for _, _, plan_drives, count in plans if drive in plan_drives)
+            data = render_drive(drive, longest, args.drive_seed, world)
+            dino.clear()
+            baselines: set[int] = set()  # frame counts that have their `none` run
+            for protocol, steps, plan_drives, count in plans:
+                if drive not in plan_drives:
+                    continue
+                run_modes = ([] if count in baselines else ["none"]) + modes
+                baselines.add(count)
+                configs = mode_configs(run_modes, {**common, "protocol": protocol,
+                                                   "max_steps": steps,
+                                                   "budget_ms": UNLIMITED_MS}, per_mode)
+                result = evaluate(data[:count], spec["checkpoint"], configs, tcfg, device,
+                                  progress=not args.no_progress, dino=dino)
+                runs += [_entry(label, protocol, steps, drive, count, m, e)
+                         for m, e in result["modes"].items()]
+                tqdm.write(f"{label} {protocol} K={steps} {drive}: " + ", ".join(
+                    f"{m} {e['miou']:.1f}" for m, e in result["modes"].items()))
+    return runs
+
+
+def run_stability(args: argparse.Namespace, teachers: dict, world: dict, device,
+                  overrides: tuple[dict, dict]) -> dict:
+    """Per teacher, shift and mode: mIoU per window of a long continual drive."""
+    modes = ["none", *adapting_modes(args)]
+    common, per_mode = overrides
+    configs = mode_configs(modes, {**common, "protocol": "continual",
+                                   "budget_ms": UNLIMITED_MS}, per_mode)
+    frames = args.frames or 500
+    out: dict[str, dict] = {}
+    for label, spec in teachers.items():
+        tcfg, dino = load_teacher(spec, device)
+        for shift in names(args.shifts):
+            engines, class_names = {}, None
+            for mode, cfg in configs.items():
+                loaded = load_engine(spec["checkpoint"], cfg, tcfg, device, dino)
+                warm_up(loaded.engine)
+                engines[mode], class_names = loaded.engine, loaded.class_names
+            lut = label_lut(class_names)
+            windows = {m: [] for m in engines}
+            current = {m: ConfusionMatrix(len(class_names)) for m in engines}
+            drive = generate_drive(shift, frames, args.drive_seed, **world)
+            for index, synth in enumerate(tqdm(drive, total=frames, unit="frame",
+                                               desc=f"{label} {shift}",
+                                               disable=args.no_progress)):
+                frame, truth = synth.to_frame(), lut[synth.labels & 0xFFFF]
+                for mode, engine in engines.items():
+                    current[mode].update(truth, engine.process(frame).labels)
+                dino.clear()
+                if (index + 1) % args.window == 0 or index + 1 == frames:
+                    for mode in engines:
+                        windows[mode].append(float(current[mode].miou()))
+                        current[mode] = ConfusionMatrix(len(class_names))
+            out.setdefault(label, {})[shift] = {
+                m: {"window_miou": w, "resets": engines[m].resets,
+                    "events": dict(engines[m].event_counts)} for m, w in windows.items()}
+            tqdm.write(f"{label} {shift}: " + ", ".join(
+                f"{m} first {w[0]:.1f} last {w[-1]:.1f}" for m, w in windows.items()))
+    return {"frames": frames, "window": args.window,
+            "configs": {m: asdict(c) for m, c in configs.items()}, "runs": out}
+
+
+def _parse(args: argparse.Namespace) -> tuple[dict, dict, tuple[dict, dict]]:
+    """(teachers, world, adaptation overrides) from the arguments; raises ValueError /
+    TypeError / FileNotFoundError naming a bad teacher, shift, mode or setting."""
+    teachers = dict(parse_teacher(t) for t in args.teachers)
+    world = parse_world_overrides(args.world) if args.world else dict(BENCH_WORLD)
+    get_shift(ID_DRIVE, **world)  # an unknown world setting fails here
+    unknown = {*names(args.shifts), *names(args.episodic_shifts)} - set(list_shifts())
+    if unknown:
+        raise ValueError(f"unknown shifts {sorted(unknown)}; choose from "
+                         f"{', '.join(list_shifts())}")
+    overrides = parse_set(args.adapt, "--adapt")
+    mode_configs(["none", *adapting_modes(args)], *overrides)
+    return teachers, world, overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    """The suite named by args.suite; writes --json, the Markdown and the plots beside it."""
+    if not args.teachers or not args.json:
+        raise SystemExit(f"tttkd bench --suite {args.suite}: give --json OUT and at least one "
+                         "--teacher LABEL=CHECKPOINT[,WEIGHTS[,HEIGHT]]")
+    try:  # every argument is checked before the first (long) run starts
+        teachers, world, overrides = _parse(args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"tttkd bench --suite {args.suite}: error: {err}", file=sys.stderr)
+        return 2
+    device = resolve_device(args.device)
+    t0 = time.monotonic()
+    result: dict[str, Any] = {
+        "suite": args.suite, "world": world, "drive_seed": args.drive_seed,
+        "adapt_overrides": args.adapt, "teachers": teachers, "machine": machine_info(device),
+    }
+    if args.suite == "adaptation":
+        result["runs"] = run_adaptation(args, teachers, world, device, overrides)
+        result["summary"] = summarize(result["runs"])
+    else:
+        result.update(run_stability(args, teachers, world, device, overrides))
+    result["minutes"] = (time.monotonic() - t0) / 60
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    writer = write_adaptation_report if args.suite == "adaptation" else write_stability_report
+    written = writer(result, out.with_suffix(""))
+    print(f"wrote {out} and {', '.join(str(p) for p in written)} "
+          f"in {result['minutes']:.1f} min")
+    return 0
