@@ -33,7 +33,7 @@ from .budget import BudgetPlanner, StepTimer
 from .objective import KdTargets, adaptation_loss, has_signal, teacher_targets, uses_kd, uses_ocl
 from .restore import copy_into, snapshot, stochastic_restore
 from .safety import CollapseDetector, LossSpikeDetector, dominant_share, grid_subsample
-from .schedule import AsyncAdapter
+from .schedule import SKIPPED, AsyncAdapter, BackgroundWork
 
 
 class AdaptationEngine:
@@ -115,7 +115,9 @@ class AdaptationEngine:
         """Start or stop the background adaptation; the engine's model always holds the newest
         weights, so `sync` simply continues from them."""
         if self.cfg.schedule == "async" and self.background is None:
-            self.background = AsyncAdapter(self)
+            self.background = AsyncAdapter(BackgroundWork(
+                model=self.model, adapt=self._adapt, adapted_params=lambda: self.params,
+                adopted=self._adopted, device=self.device, stream=self.streams.adapt))
         elif self.cfg.schedule == "sync" and self.background is not None:
             self.background.close()
             self.background = None
@@ -200,8 +202,8 @@ class AdaptationEngine:
             labels[finite], confidence[finite] = out.labels, out.confidence
             masks = {v.name: splat_mask(pixel, depth, out.labels, v.size)
                      for v, pixel, depth in zip(frame.cameras, out.pixels, out.depths)}
-            if background is not None and adapting:
-                background.start(model_pts, frame, stats)  # the prediction is complete
+            if background is not None and adapting and not background.start(model_pts, frame):
+                self._event(stats, SKIPPED)  # the prediction is complete; one still in flight
             if background is None and self.cfg.protocol == "episodic" and stats.steps > 0:
                 self._end_episode()
         return Prediction(labels, confidence, masks, stats)
@@ -226,6 +228,12 @@ class AdaptationEngine:
     def _dominant_share(self, out: HostPrediction) -> float:
         labels = out.labels[out.labels != UNLABELED].astype(np.int64)
         return dominant_share(torch.from_numpy(labels), self.model.cfg.num_classes)
+
+    def _adopted(self, stats: FrameStats) -> None:
+        """Async: the serving copy took the weights of a finished adaptation; episodic, each
+        adaptation starts from the source again (one frame's memory)."""
+        if self.cfg.protocol == "episodic" and stats.steps > 0:
+            self._end_episode()
 
     def _end_episode(self) -> None:
         """Episodic protocol: the source weights and a fresh optimizer for the next frame."""

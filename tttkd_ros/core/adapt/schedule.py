@@ -18,28 +18,39 @@ same name, so no increment is lost.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 
 from ..frame import Frame, FrameStats
+from ..model.segmentation import SegModel
 from .restore import copy_into
-
-if TYPE_CHECKING:
-    from ..model.segmentation import SegModel
-    from .engine import AdaptationEngine
 
 SKIPPED = "adaptation_skipped"
 
 
-class AsyncAdapter:
-    """Runs `engine._adapt` off the caller's thread and swaps its result in between frames."""
+@dataclass(frozen=True)
+class BackgroundWork:
+    """What the async schedule runs, handed over by the engine that owns the model; this
+    module needs nothing else of the engine."""
 
-    def __init__(self, engine: AdaptationEngine) -> None:
-        self.engine = engine
-        self.serving: SegModel = copy.deepcopy(engine.model).eval()
+    model: SegModel  # the engine's model: the worker's steps change its weights
+    adapt: Callable[[torch.Tensor, Frame, FrameStats], object]  # the steps on one frame
+    adapted_params: Callable[[], list[torch.Tensor]]  # the parameters those steps change
+    adopted: Callable[[FrameStats], None]  # called once the serving copy holds the new weights
+    device: torch.device
+    stream: torch.cuda.Stream | None  # the adaptation stream; None on CPU
+
+
+class AsyncAdapter:
+    """Runs `work.adapt` off the caller's thread and swaps its result in between frames."""
+
+    def __init__(self, work: BackgroundWork) -> None:
+        self.work = work
+        self.serving: SegModel = copy.deepcopy(work.model).eval()
         for p in self.serving.parameters():
             p.requires_grad_(False)
         # OpenMP's thread count is per thread: the worker takes the caller's
@@ -47,7 +58,7 @@ class AsyncAdapter:
                                        initializer=torch.set_num_threads,
                                        initargs=(torch.get_num_threads(),))
         self.pending: Future[FrameStats] | None = None
-        self.stream = engine.streams.adapt  # None on CPU
+        self.stream = work.stream
         self.done = torch.cuda.Event() if self.stream is not None else None  # its kernels' end
 
     @property
@@ -64,17 +75,18 @@ class AsyncAdapter:
         stats.losses, stats.over_budget = done.losses, done.over_budget
         stats.events[:0] = done.events
 
-    def start(self, pts: torch.Tensor, frame: Frame, stats: FrameStats) -> None:
+    def start(self, pts: torch.Tensor, frame: Frame) -> bool:
         """Adapt on this frame in the background, unless the last adaptation has not been
-        swapped in yet (still running when the frame arrived): then count a skip."""
+        swapped in yet (still running when the frame arrived): then return False, a skip
+        for the caller to count."""
         if self.pending is not None:
-            self.engine._event(stats, SKIPPED)
-            return
+            return False
         if self.stream is not None:
             # the points were made on the caller's stream; their memory must outlive the use
-            self.stream.wait_event(torch.cuda.current_stream(self.engine.device).record_event())
+            self.stream.wait_event(torch.cuda.current_stream(self.work.device).record_event())
             pts.record_stream(self.stream)
         self.pending = self.pool.submit(self._adapt, pts, frame)
+        return True
 
     def settle(self) -> FrameStats | None:
         """Wait for the adaptation in flight, if any, and swap it in; returns its stats."""
@@ -85,7 +97,7 @@ class AsyncAdapter:
 
     def mirror(self) -> None:
         """Serve every current weight of the engine's model (after a reset)."""
-        copy_into(list(self.serving.parameters()), list(self.engine.model.parameters()))
+        copy_into(list(self.serving.parameters()), list(self.work.model.parameters()))
 
     def close(self) -> None:
         self.settle()
@@ -95,23 +107,23 @@ class AsyncAdapter:
         """The worker: steps on the engine's model, timed on the adaptation stream."""
         stats = FrameStats()
         with torch.cuda.stream(self.stream) if self.stream is not None else nullcontext():
-            self.engine._adapt(pts, frame, stats)  # its logits are not needed: never served
+            self.work.adapt(pts, frame, stats)  # its logits are not needed: never served
             if self.done is not None:
                 self.done.record(self.stream)
         return stats
 
     def _take(self) -> FrameStats:
         """Collect the finished adaptation (re-raising its error here) and copy its weights
-        into the serving model; episodic: the engine's weights go back to the source."""
+        into the serving model, then tell the engine (episodic: its weights go back to the
+        source)."""
         pending, self.pending = self.pending, None
         assert pending is not None
         stats = pending.result()
         if self.done is not None:  # the copy below runs after the adaptation's kernels
-            torch.cuda.current_stream(self.engine.device).wait_event(self.done)
-        e = self.engine
-        index = {id(p): i for i, p in enumerate(e.model.parameters())}
+            torch.cuda.current_stream(self.work.device).wait_event(self.done)
+        index = {id(p): i for i, p in enumerate(self.work.model.parameters())}
         serving = list(self.serving.parameters())
-        copy_into([serving[index[id(p)]] for p in e.params], e.params)
-        if e.cfg.protocol == "episodic" and stats.steps > 0:
-            e._end_episode()  # each adaptation starts from the source: one frame's memory
+        adapted = self.work.adapted_params()
+        copy_into([serving[index[id(p)]] for p in adapted], adapted)
+        self.work.adopted(stats)
         return stats
