@@ -8,7 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXEC_DEPENDS = {
     "rclpy", "sensor_msgs", "sensor_msgs_py", "std_msgs", "std_srvs", "diagnostic_msgs",
-    "cv_bridge", "launch", "launch_ros", "python3-numpy",
+    "cv_bridge", "launch", "launch_ros", "python3-numpy", "python3-pil",
 }
 TEST_DEPENDS = {"launch_testing", "launch_testing_ros", "python3-pytest", "ament_flake8",
                 "ament_pep257", "ament_copyright"}

@@ -7,7 +7,7 @@ pointcloud.py, image.py and camera_info.py; every documented rejection is a Conv
 """
 from tttkd_ros.ros.camera_info import CameraCalib, camera_info_to_calib, check_image_matches_info
 from tttkd_ros.ros.convert_base import ConversionError
-from tttkd_ros.ros.image import array_to_image, image_to_rgb
+from tttkd_ros.ros.image import any_image_to_rgb, array_to_image, compressed_to_rgb, image_to_rgb
 from tttkd_ros.ros.pointcloud import (
     CloudArrays,
     pack_rgb,
@@ -19,9 +19,11 @@ __all__ = [
     "CameraCalib",
     "CloudArrays",
     "ConversionError",
+    "any_image_to_rgb",
     "array_to_image",
     "camera_info_to_calib",
     "check_image_matches_info",
+    "compressed_to_rgb",
     "image_to_rgb",
     "pack_rgb",
     "pointcloud2_to_xyzi",

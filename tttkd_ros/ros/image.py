@@ -1,9 +1,13 @@
-"""sensor_msgs/Image <-> numpy for the 8-bit encodings the node reads and writes."""
+"""sensor_msgs/Image <-> numpy for the 8-bit encodings the node reads and writes, and
+sensor_msgs/CompressedImage (JPEG, PNG) -> numpy, decoded by Pillow."""
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
+from PIL import Image as PilImage
+from PIL import UnidentifiedImageError
 
 from tttkd_ros.ros.convert_base import (
     ConversionError,
@@ -78,3 +82,51 @@ def array_to_image(
     return msg_cls(
         header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
         step=width * channels, data=data_field(msg_cls, array.reshape(-1)))
+
+
+# what image_transport's `compressed` plugin writes in `format`: "<encoding>; <codec> compressed
+# <encoding>" (e.g. "bgr8; jpeg compressed bgr8"); older drivers write just "jpeg" or "png"
+_CODECS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG"}
+_PIL_8BIT = ("RGB", "L", "RGBA", "LA", "P", "YCbCr", "CMYK", "1")
+
+
+def any_image_to_rgb(msg: Any) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from an Image or a CompressedImage (told apart by its fields)."""
+    if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+        return compressed_to_rgb(msg)
+    return image_to_rgb(msg)
+
+
+def compressed_codec(fmt: str) -> str:
+    """The Pillow format name ('JPEG' or 'PNG') a CompressedImage `format` field names;
+    ConversionError for anything else (compressedDepth, theora, ...)."""
+    words = str(fmt).replace(";", " ").lower().split()
+    codecs = {_CODECS[w] for w in words if w in _CODECS}
+    if len(codecs) != 1 or "compresseddepth" in words:
+        raise ConversionError(
+            f"CompressedImage format '{fmt}' is not a JPEG or PNG colour image (supported: "
+            "image_transport's 'compressed' plugin, e.g. 'bgr8; jpeg compressed bgr8', or "
+            "'jpeg' / 'png')")
+    return codecs.pop()
+
+
+def compressed_to_rgb(msg: Any) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a JPEG or PNG CompressedImage (8-bit colour or grey).
+
+    The `format` field must name JPEG or PNG and the bytes must be one; the colours come out
+    as the codec stores them (image_transport encodes from BGR, so they are true colours).
+    Raises ConversionError naming what is wrong for anything else.
+    """
+    codec = compressed_codec(msg.format)
+    data = message_bytes(msg.data, "CompressedImage")
+    try:
+        with PilImage.open(io.BytesIO(data.tobytes()), formats=[codec]) as image:
+            if image.mode not in _PIL_8BIT:
+                raise ConversionError(
+                    f"CompressedImage {codec} has pixel mode {image.mode}; only 8-bit colour "
+                    "or grey images are supported")
+            return np.array(image.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ConversionError(
+            f"CompressedImage data ({data.size} bytes) is not a readable {codec} image "
+            f"(format '{msg.format}'): {err}") from err
