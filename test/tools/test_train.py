@@ -53,6 +53,8 @@ def test_short_run_lowers_loss_and_writes_a_loadable_checkpoint(data: Path, tmp_
     loaded = load_engine(str(out), AdaptConfig(mode="none"), TeacherConfig(image_height=28),
                          "cpu")
     assert loaded.class_names == train.CLASS_NAMES
+    # the synthetic world's intensities are 0..1: the checkpoint says so for the engine
+    assert loaded.engine.intensity.range == 1.0 and 0 < loaded.engine.intensity.p99 <= 1.0
     frame = next(generate_drive("clean", frames=1, seed=9, **TINY))
     pred = loaded.engine.process(frame.to_frame())
     assert pred.labels.shape == (len(frame.points),) and (pred.labels < 19).all()

@@ -86,6 +86,13 @@ class AdaptConfig:
     # Safety (core/adapt/safety.py). A cloud with more points than max_points is grid-subsampled
     # for the model and every point takes its cell's label; 0 = no cap.
     max_points: int = 300_000
+    # A point at the origin or closer than min_range metres is a no-return (organised
+    # clouds mark missing returns so: Ouster, RELLIS-3D); like a non-finite point it is left
+    # out of the model and labeled UNLABELED. 0.3 m is below any spinning LiDAR's minimum.
+    min_range: float = 0.3
+    # Input intensity times this factor is what the model sees; 0 = auto: the checkpoint's
+    # intensity range over the input's (core/intensity.py).
+    intensity_scale: float = 0.0
     # A step whose loss part exceeds its recent median by more than
     # max(spike_factor * robust spread, spike_min_delta) is discarded and the last good
     # weights restored; spike_factor 0 = off. spike_window: accepted steps remembered;
@@ -111,7 +118,9 @@ class AdaptConfig:
             "max_steps": self.max_steps >= 0, "budget_ms": self.budget_ms >= 0,
             "lr": self.lr >= 0, "bn_prior": 0.0 <= self.bn_prior <= 1.0,
             "restore_prob": 0.0 <= self.restore_prob <= 1.0,
-            "max_points": self.max_points >= 0, "spike_factor": self.spike_factor >= 0,
+            "max_points": self.max_points >= 0, "min_range": self.min_range >= 0,
+            "intensity_scale": self.intensity_scale >= 0,
+            "spike_factor": self.spike_factor >= 0,
             "spike_min_delta": self.spike_min_delta >= 0, "spike_window": self.spike_window >= 1,
             "spike_patience": self.spike_patience >= 1,
             "collapse_jump": 0.0 <= self.collapse_jump <= 1.0,

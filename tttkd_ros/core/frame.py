@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-UNLABELED = 65535  # label of a point the model gave no class (e.g. non-finite coordinates)
+UNLABELED = 65535  # label of a point the model gave no class (non-finite, or a no-return)
 MASK_NONE = 255  # mask value of a pixel no point landed on
 
 
@@ -39,12 +39,15 @@ class CameraView:
 
 @dataclass
 class Frame:
-    """points: N x 4 float32 (x, y, z, intensity) in the LiDAR frame."""
+    """points: N x 4 float32 (x, y, z, intensity) in the LiDAR frame, intensity in the
+    driver's units. intensity_max: the largest value the driver's intensity field can hold
+    when its type says so (255 for UINT8, 65535 for UINT16), else None."""
 
     points: np.ndarray
     cameras: list[CameraView] = field(default_factory=list)
     stamp_ns: int = 0
     frame_id: str = ""
+    intensity_max: float | None = None
 
 
 @dataclass
@@ -57,6 +60,7 @@ class FrameStats:
     teacher_ms: float = 0.0
     budget_ms: float = 0.0
     over_budget: bool = False
+    no_return_points: int = 0  # finite points at the origin or within min_range: unlabeled
     losses: dict[str, float] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)  # e.g. "nonfinite_step_discarded"
 

@@ -47,7 +47,7 @@ def load_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,
         raise ValueError(f"{exc}. Set teacher.name to the teacher the checkpoint was trained "
                          "with, or use a checkpoint trained for this teacher.") from exc
     dino = DinoTeacher(teacher, device) if dino is None else dino
-    engine = AdaptationEngine(loaded.model, adapt, dino, device)
+    engine = AdaptationEngine(loaded.model, adapt, dino, device, loaded.intensity)
     return LoadedEngine(engine, loaded.class_names, loaded.palette)
 
 

@@ -38,12 +38,15 @@ class CloudArrays:
     flattened row-major. Non-finite coordinates are kept (the engine masks them); FLOAT64
     values beyond float32 range become +-inf. Intensity keeps its numeric value whatever its
     type (a UINT16 of 1000 reads 1000.0, no rescaling); 0 when the cloud has no intensity.
+    intensity_max: the largest value an integer intensity field can hold (255, 65535), the
+    driver's range; None for float fields and clouds without intensity.
     """
 
     points: np.ndarray
     has_intensity: bool
     height: int
     width: int
+    intensity_max: float | None = None
 
 
 def pointcloud2_to_xyzi(msg: Any) -> CloudArrays:
@@ -75,9 +78,11 @@ def pointcloud2_to_xyzi(msg: Any) -> CloudArrays:
             f"{row_step} * {height} = {row_step * height}")
 
     has_intensity = "intensity" in used
+    kind = POINTFIELD_NUMPY[int(used["intensity"].datatype)] if has_intensity else "f4"
+    intensity_max = float(np.iinfo(kind).max) if kind[0] in "iu" else None
     points = np.zeros((height * width, 4), dtype=np.float32)
     if points.shape[0] == 0:
-        return CloudArrays(points, has_intensity, height, width)
+        return CloudArrays(points, has_intensity, height, width, intensity_max)
     order = ">" if msg.is_bigendian else "<"
     dtype = np.dtype({
         "names": list(used),
@@ -91,7 +96,7 @@ def pointcloud2_to_xyzi(msg: Any) -> CloudArrays:
         for column, name in enumerate(("x", "y", "z", "intensity")):
             if name in used:
                 np.copyto(grid[..., column], view[name], casting="unsafe")
-    return CloudArrays(points, has_intensity, height, width)
+    return CloudArrays(points, has_intensity, height, width, intensity_max)
 
 
 def _check_extents(fields: list[Any], point_step: int) -> None:

@@ -23,6 +23,7 @@ from tttkd_ros.core.augment import AugmentConfig, apply_transform, moved_extrins
 from tttkd_ros.core.config import TEACHER_DIMS, ModelConfig, TeacherConfig
 from tttkd_ros.core.device.selection import resolve_device
 from tttkd_ros.core.frame import CameraView
+from tttkd_ros.core.intensity import IntensityReference
 from tttkd_ros.core.labels import CLASS_NAMES, IGNORE_INDEX, palette_rgb, raw_to_train
 from tttkd_ros.core.metrics import ConfusionMatrix
 from tttkd_ros.core.model.checkpoint import save_checkpoint
@@ -126,6 +127,8 @@ def train(args: argparse.Namespace) -> dict:
         net = torch.nn.parallel.DistributedDataParallel(model)
 
     class_weight = balanced_weights(train_frames, mcfg.num_classes, args.class_balance).to(device)
+    # the units the model learns intensity in, so that inputs in others can be scaled to them
+    extra = {"intensity": IntensityReference.of(f.points[:, 3] for f in train_frames).to_dict()}
     augment = AugmentConfig()
     t_start = time.monotonic()
     for epoch in range(start_epoch, args.epochs):
@@ -155,11 +158,13 @@ def train(args: argparse.Namespace) -> dict:
             tqdm.write(json.dumps(epoch_log))
             save_checkpoint(out.with_name(out.stem + ".last.ckpt"), model, mcfg,
                             class_names=CLASS_NAMES, palette=palette_rgb(),
-                            teacher_name=tcfg.name, extra={"history": json.dumps(history)})
+                            teacher_name=tcfg.name,
+                            extra={**extra, "history": json.dumps(history)})
             if score > best:
                 best = score
                 save_checkpoint(out, model, mcfg, class_names=CLASS_NAMES, palette=palette_rgb(),
-                                teacher_name=tcfg.name, extra={"history": json.dumps(history)})
+                                teacher_name=tcfg.name,
+                                extra={**extra, "history": json.dumps(history)})
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                         "epoch": epoch, "best": best,
                         "history": json.dumps(history)}, state_path)

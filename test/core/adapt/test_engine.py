@@ -167,3 +167,25 @@ def test_invalid_runtime_change_is_rejected_and_changes_nothing(teacher) -> None
     with pytest.raises(ValueError, match="adaptation.mode"):
         engine.configure(mode="bogus")
     assert engine.cfg.mode == "kd+ocl"
+
+
+def test_no_return_points_are_left_out_and_unlabeled(teacher) -> None:
+    """An organised cloud's no-returns, (0, 0, 0) or closer than min_range, are left out of
+    the model like NaN points: labeled UNLABELED, counted, and the other points get the
+    labels they get without them."""
+    clean = street_frame(seed=3)
+    rows = np.r_[np.zeros((40, 4)), [[0.1, 0.1, 0.0, 0.5]] * 10, [[0.0, 0.0, 0.0, 0.7]]]
+    organised = Frame(np.r_[rows[:25], clean.points, rows[25:]].astype(np.float32),
+                      clean.cameras, stamp_ns=1)
+    expected = make_engine(teacher, mode="none").process(clean)
+    got = make_engine(teacher, mode="none", min_range=0.3).process(organised)
+    no_return = np.r_[np.ones(25, bool), np.zeros(len(clean.points), bool), np.ones(26, bool)]
+    assert (got.labels[no_return] == UNLABELED).all() and (got.confidence[no_return] == 0).all()
+    np.testing.assert_array_equal(got.labels[~no_return], expected.labels)
+    assert got.stats.no_return_points == 51
+    for name, mask in expected.masks.items():  # no mask pixel comes from a no-return
+        np.testing.assert_array_equal(got.masks[name], mask)
+    # min_range 0 keeps the point at 0.14 m; only the exact origin is a no-return
+    kept = make_engine(teacher, mode="none", min_range=0.0).process(organised)
+    near = slice(len(clean.points) + 40, len(clean.points) + 50)  # after the 40 zeros
+    assert kept.stats.no_return_points == 41 and (kept.labels[near] < 19).all()

@@ -25,6 +25,7 @@ from ..device.streams import EngineStreams, used_here
 from ..device.transfer import host_copy, to_device
 from ..frame import UNLABELED, Frame, FrameStats, Prediction
 from ..geometry import mirror_points
+from ..intensity import IntensityReference, out_of_range, scale_factor
 from ..masks import splat_mask
 from ..model.norm import set_bn_prior
 from ..model.segmentation import SegModel, param_groups
@@ -40,13 +41,16 @@ class AdaptationEngine:
     """Owns the model being adapted, its source snapshot and the optimizer state.
 
     model: a SegModel whose heads (rho_Y, rho_2D) stay frozen; teacher: a frozen DINOv2
-    (`features(image) -> (D, h, w)`) or None, in which case KD has no targets.
+    (`features(image) -> (D, h, w)`) or None, in which case KD has no targets; intensity:
+    the intensities the model was trained on (the checkpoint's; default 0..1).
     """
 
     def __init__(self, model: SegModel, cfg: AdaptConfig, teacher=None,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu",
+                 intensity: IntensityReference | None = None) -> None:
         cfg.validate()
         self.device = torch.device(device)
+        self.intensity = intensity or IntensityReference()
         self.model = model.to(self.device).eval()
         self.teacher = teacher
         self.cfg = cfg
@@ -170,10 +174,10 @@ class AdaptationEngine:
         """Adapt (per the schedule) and predict one frame. On CUDA the points go up from
         page-locked memory without blocking, the work runs on the engine's streams, and the
         prediction comes back in one copy (core/device/readback.py)."""
-        host, finite = self._host_points(frame.points)
         stats = FrameStats(budget_ms=self.cfg.budget_ms if self.adapting else 0.0)
-        labels = np.full(len(finite), UNLABELED, dtype=np.uint16)
-        confidence = np.zeros(len(finite), dtype=np.float32)
+        host, kept = self._host_points(frame, stats)
+        labels = np.full(len(kept), UNLABELED, dtype=np.uint16)
+        confidence = np.zeros(len(kept), dtype=np.float32)
         if len(host) == 0:
             return Prediction(labels, confidence, {}, stats)
 
@@ -199,7 +203,7 @@ class AdaptationEngine:
                 self.reset()  # the prediction came from collapsed weights: redo it from the source
                 self._event(stats, "collapse_reset")
                 out = self._read_back(self._infer(model_pts, stats, predictor), owner, pts, frame)
-            labels[finite], confidence[finite] = out.labels, out.confidence
+            labels[kept], confidence[kept] = out.labels, out.confidence
             masks = {v.name: splat_mask(pixel, depth, out.labels, v.size)
                      for v, pixel, depth in zip(frame.cameras, out.pixels, out.depths)}
             if background is not None and adapting and not background.start(model_pts, frame):
@@ -208,13 +212,28 @@ class AdaptationEngine:
                 self._end_episode()
         return Prediction(labels, confidence, masks, stats)
 
-    def _host_points(self, points: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        """The finite rows of `points` as the engine's own host copy (the caller may reuse
-        its array; async reads the copy later), page-locked for a GPU; and the finite mask."""
-        array = np.asarray(points, dtype=np.float32)
+    def _host_points(self, frame: Frame, stats: FrameStats) -> tuple[torch.Tensor, np.ndarray]:
+        """The rows of the frame's points the model sees (finite, and beyond min_range of the
+        origin: no-returns are counted in `stats`), intensity scaled to the checkpoint's
+        units, as the engine's own host copy (the caller may reuse its array; async reads the
+        copy later), page-locked for a GPU; and their mask. A scaled intensity that still
+        disagrees with the checkpoint's is the event `intensity_out_of_range`."""
+        array = np.asarray(frame.points, dtype=np.float32)
         finite = np.isfinite(array).all(axis=1)
-        return host_copy(array if finite.all() else array[finite],
-                         pinned=self.device.type == "cuda"), finite
+        xyz = array[:, :3].astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            kept = finite & (np.einsum("ij,ij->i", xyz, xyz) > self.cfg.min_range ** 2)
+        stats.no_return_points = int(finite.sum() - kept.sum())
+        host = host_copy(array if kept.all() else array[kept], pinned=self.device.type == "cuda")
+        if len(host):
+            intensity = host[:, 3].numpy()
+            factor = scale_factor(self.cfg.intensity_scale, self.intensity, intensity,
+                                  frame.intensity_max)
+            if factor != 1.0:
+                intensity *= factor  # in place: the host copy is the engine's own
+            if out_of_range(intensity, self.intensity) is not None:
+                self._event(stats, "intensity_out_of_range")
+        return host, kept
 
     def _read_back(self, logits: torch.Tensor, owner: torch.Tensor | None, pts: torch.Tensor,
                    frame: Frame) -> HostPrediction:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..config import ModelConfig
+from ..intensity import IntensityReference
 from .segmentation import SegModel, build_model
 
 FORMAT = "tttkd_ros.checkpoint"
@@ -32,6 +33,12 @@ class LoadedCheckpoint:
     teacher_name: str
     feat_dim: int
     extra: dict = field(default_factory=dict)
+
+    @property
+    def intensity(self) -> IntensityReference:
+        """The intensities the model was trained on (`tttkd train` records them; 0..1 for
+        checkpoints from before)."""
+        return IntensityReference.from_dict(self.extra.get("intensity"))
 
 
 def _check_plain(value: object, where: str) -> None:
