@@ -23,6 +23,7 @@ setup(
         "pyyaml",
         "tqdm",
         "matplotlib",
+        "pillow",  # CompressedImage (JPEG / PNG) decoding, overlays
         "rosbags>=0.10",
         # torch and torchvision from the same index so that they load together (timm
         # imports torchvision); PyPI's default builds carry CUDA and also run on CPU.
@@ -46,7 +47,7 @@ setup(
         # launch_testing's pytest plugin does not load on pytest >= 8.4.
         "test": ["pytest>=7.4,<8.4", "pytest-timeout", "hypothesis", "ruff", "catkin_pkg"],
     },
-    zip_safe=True,
+    zip_safe=False,  # the Fast DDS profile is read from its file
     maintainer="tttkd_ros maintainers",
     maintainer_email="maintainers@tttkd-ros.invalid",
     description="Online test-time adaptation (TTT-KD + OCL) of sparse LiDAR segmentation for ROS 2.",

@@ -6,17 +6,22 @@
         camera_info:=/front/camera_info use_sim_time:=true
 
 checkpoint and device override the parameter file only when given; the remaps apply to the
-first (default) camera, named `camera`.
+first (default) camera, named `camera`. Unless FASTRTPS_DEFAULT_PROFILES_FILE (or
+FASTDDS_DEFAULT_PROFILES_FILE) is set, every process this launch starts, and the nodes of a
+launch file that includes this one after it, get the package's Fast DDS profile for
+full-size clouds and images (`dds_profile:=` to keep Fast DDS's defaults).
 """
+import os
 from pathlib import Path
 
 import yaml
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
+from tttkd_ros.ros.dds_env import LARGE_MESSAGE_PROFILE, PROFILE_VARIABLES
 
 PACKAGE = "tttkd_ros"
 
@@ -41,6 +46,8 @@ ARGUMENTS = [
     ("image", "camera/image", "Input Image topic of the camera named 'camera'"),
     ("camera_info", "camera/camera_info", "Input CameraInfo topic of the camera named 'camera'"),
     ("log_level", "info", "Logging level: debug, info, warn, error"),
+    ("dds_profile", str(LARGE_MESSAGE_PROFILE),
+     "Fast DDS profile for large messages, used unless one is set; empty = Fast DDS defaults"),
 ]
 
 
@@ -54,6 +61,15 @@ def node_parameters(params_file: str) -> dict:
         if str(key).split("/")[-1] in ("tttkd_adapt", "**"):
             merged.update((section or {}).get("ros__parameters", {}))
     return merged
+
+
+def _dds_profile(context, *args, **kwargs) -> list:
+    """The large-message profile for the processes launched from here, unless the user has
+    a profile file set (or cleared dds_profile)."""
+    profile = LaunchConfiguration("dds_profile").perform(context)
+    if not profile or any(os.environ.get(v) for v in PROFILE_VARIABLES):
+        return []
+    return [SetEnvironmentVariable(v, profile) for v in PROFILE_VARIABLES]
 
 
 def _node(context, *args, **kwargs) -> list:
@@ -77,4 +93,5 @@ def _node(context, *args, **kwargs) -> list:
 def generate_launch_description() -> LaunchDescription:
     return LaunchDescription(
         [DeclareLaunchArgument(name, default_value=default, description=description)
-         for name, default, description in ARGUMENTS] + [OpaqueFunction(function=_node)])
+         for name, default, description in ARGUMENTS]
+        + [OpaqueFunction(function=_dds_profile), OpaqueFunction(function=_node)])

@@ -142,10 +142,12 @@ class Rig:
             return list(self.received[name])
 
     def wait_connected(self, timeout: float = 30.0, sim_time: bool = False,
-                       alive: Callable[[], bool] = lambda: True) -> None:
-        """Until the node under test has matched every input and output of the rig (and
-        /clock with sim_time). Fails early once `alive()` turns false."""
-        pubs = [self.pub_points, self.pub_image, self.pub_info]
+                       alive: Callable[[], bool] = lambda: True, inputs: list | None = None
+                       ) -> None:
+        """Until the node under test has matched every input (`inputs`, default the rig's
+        points, image and camera_info publishers) and output of the rig (and /clock with
+        sim_time). Fails early once `alive()` turns false."""
+        pubs = list(inputs or [self.pub_points, self.pub_image, self.pub_info])
         if sim_time:
             pubs.append(self.pub_clock)
         names = [topic for topic, _ in OUTPUTS.values()]
@@ -328,10 +330,11 @@ def rig(ros_context, executor) -> Iterator[Rig]:
 
 
 @contextmanager
-def running_adapt_node(ros_context, executor, rig: Rig, params: dict[str, Any]
-                       ) -> Iterator[Any]:
+def running_adapt_node(ros_context, executor, rig: Rig, params: dict[str, Any],
+                       inputs: list | None = None) -> Iterator[Any]:
     """An in-process AdaptNode with `params` (sim time), spun by `executor`, connected to the
-    rig; removed and destroyed on exit."""
+    rig (`inputs`: the rig's publishers it must match, see Rig.wait_connected); removed and
+    destroyed on exit."""
     from rclpy.parameter import Parameter
 
     from tttkd_ros.ros.node import AdaptNode
@@ -339,7 +342,7 @@ def running_adapt_node(ros_context, executor, rig: Rig, params: dict[str, Any]
     node = AdaptNode(context=ros_context, parameter_overrides=[
         Parameter(k, value=v) for k, v in {**params, "use_sim_time": True}.items()])
     executor.add_node(node)
-    rig.wait_connected(sim_time=True)
+    rig.wait_connected(sim_time=True, inputs=inputs)
     try:
         yield node
     finally:

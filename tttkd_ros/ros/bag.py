@@ -46,13 +46,15 @@ from .convert import (
     xyzi_fields_to_pointcloud2,
 )
 from .convert_base import message_bytes
-from .extrinsics import extrinsic_matrix, quaternion_from_matrix
+from .extrinsics import quaternion_from_matrix
 from .pointcloud import POINTFIELD_NUMPY
 from .sync import FrameSynchronizer, SyncedFrame
+from .tf_tree import TfLookupError, TfTree
 
 POINTS_TOPIC = "/points"
 LABELS_TOPIC = "/ground_truth/points"
 TF_STATIC_TOPIC = "/tf_static"
+TF_TOPIC = "/tf"
 LIDAR_FRAME = "lidar"
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
@@ -289,37 +291,38 @@ def _label_column(msg: Any) -> np.ndarray:
 
 
 class _Extrinsics:
-    """T_cam_lidar per camera: from the caller, else the bag's /tf_static (either way round)."""
+    """T_cam_lidar per camera: from the caller, else the bag's tf tree (/tf_static, and /tf
+    at the cloud's stamp) through any chain of frames, as a robot records it."""
 
-    def __init__(self, path: str | Path, given: Mapping[str, np.ndarray], read_tf: bool
-                 ) -> None:
+    def __init__(self, path: str | Path, given: Mapping[str, np.ndarray],
+                 tf_topics: Collection[str]) -> None:
         self.path, self.given = path, {k: np.asarray(v, np.float64) for k, v in given.items()}
-        self.tf: dict[tuple[str, str], np.ndarray] = {}  # (parent, child) -> T_parent_child
-        if read_tf:
-            for _, _, msg in iter_messages(path, [TF_STATIC_TOPIC]):
-                for t in msg.transforms:
-                    tr, q = t.transform.translation, t.transform.rotation
-                    self.tf[(t.header.frame_id, t.child_frame_id)] = extrinsic_matrix(
-                        (tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w))
+        self.tree = TfTree()
+        if tf_topics:  # rosbags reads every topic for an empty selection
+            for topic, _, msg in iter_messages(path, tf_topics):
+                try:
+                    self.tree.add(msg, static=topic == TF_STATIC_TOPIC)
+                except ValueError as err:
+                    raise BagError(f"{path}: {topic}: {err}") from err
 
-    def get(self, camera: str, camera_frame: str, lidar_frame: str) -> np.ndarray:
+    def get(self, camera: str, camera_frame: str, lidar_frame: str, stamp_ns: int
+            ) -> np.ndarray:
         if camera in self.given:
             return self.given[camera]
-        if (camera_frame, lidar_frame) in self.tf:
-            return self.tf[(camera_frame, lidar_frame)]
-        if (lidar_frame, camera_frame) in self.tf:
-            return np.linalg.inv(self.tf[(lidar_frame, camera_frame)])
-        raise BagError(f"{self.path}: no camera-LiDAR extrinsic for camera '{camera}': "
-                       f"{TF_STATIC_TOPIC} has no transform between '{lidar_frame}' and "
-                       f"'{camera_frame}' (it has {sorted(self.tf) or 'none'}); pass "
-                       "extrinsics={camera: T_cam_lidar}")
+        try:
+            return self.tree.lookup(camera_frame, lidar_frame, stamp_ns)
+        except TfLookupError as err:
+            raise BagError(f"{self.path}: no camera-LiDAR extrinsic for camera '{camera}' "
+                           f"(image frame '{camera_frame}', cloud frame '{lidar_frame}') in "
+                           f"the bag's tf: {err}; or pass extrinsics={{'{camera}': "
+                           "T_cam_lidar}") from err
 
 
 def _build(path: str | Path, synced: SyncedFrame, extrinsics: _Extrinsics) -> Frame:
     """The engine's Frame from a synchronised cloud and its camera pairs (as the node does)."""
     header, where = synced.cloud.header, f"{path} at stamp {synced.stamp_ns}"
     try:
-        points = pointcloud2_to_xyzi(synced.cloud).points
+        cloud = pointcloud2_to_xyzi(synced.cloud)
     except ConversionError as err:
         raise BagError(f"{where}: {POINTS_TOPIC}: {err}") from err
     views = []
@@ -333,11 +336,11 @@ def _build(path: str | Path, synced: SyncedFrame, extrinsics: _Extrinsics) -> Fr
         except ConversionError as err:
             raise BagError(f"{where}: camera '{cam}': {err}") from err
         camera_frame = str(pair.image.header.frame_id)
-        T = extrinsics.get(cam, camera_frame, str(header.frame_id))
+        T = extrinsics.get(cam, camera_frame, str(header.frame_id), synced.stamp_ns)
         views.append(CameraView(name=cam, image=rgb, K=calib.K, T_cam_lidar=T, D=calib.D,
                                 distortion_model=calib.distortion_model, frame_id=camera_frame))
-    return Frame(points=points, cameras=views, stamp_ns=synced.stamp_ns,
-                 frame_id=str(header.frame_id))
+    return Frame(points=cloud.points, cameras=views, stamp_ns=synced.stamp_ns,
+                 frame_id=str(header.frame_id), intensity_max=cloud.intensity_max)
 
 
 def _labels_for(path: str | Path, frame: Frame, msg: Any | None, required: bool
@@ -370,7 +373,8 @@ def read_bag_frames(path: str | Path, cameras: Iterable[str] = ("camera",),
     """Frames of a bag in stamp order, paired by the node's FrameSynchronizer.
 
     cameras: camera namespaces (/CAM/image, /CAM/camera_info); empty for LiDAR only.
-    extrinsics: camera -> 4 x 4 T_cam_lidar; cameras not given use /tf_static. A frame
+    extrinsics: camera -> 4 x 4 T_cam_lidar; cameras not given use the bag's tf tree
+    (/tf_static, and /tf at the cloud's stamp), through any chain of frames. A frame
     whose camera has no image within slop_s goes on without that camera (as in the node).
     Ground truth of a cloud is the /ground_truth/points message with its stamp; a frame is
     held until the bag time passes its stamp by timeout_s so that its ground truth is in.
@@ -384,19 +388,25 @@ def read_bag_frames(path: str | Path, cameras: Iterable[str] = ("camera",),
         wanted.update({image_topic(cam): IMAGE_TYPE, info_topic(cam): INFO_TYPE})
     if require_labels:
         wanted[LABELS_TOPIC] = CLOUD_TYPE
-    if any(cam not in given for cam in cameras):
-        wanted[TF_STATIC_TOPIC] = TF_TYPE
+    untold = [cam for cam in cameras if cam not in given]
+    tf_topics = [t for t in (TF_STATIC_TOPIC, TF_TOPIC) if untold and t in topics]
+    wanted.update(dict.fromkeys(tf_topics, TF_TYPE))
     if require_labels and LABELS_TOPIC not in topics:
         raise BagError(f"{path} has no ground truth: missing labels topic {LABELS_TOPIC} "
                        "(PointCloud2 with a 'label' field; `tttkd synth --bag` writes it)")
     _check_topics(path, topics, wanted)
-    tf = _Extrinsics(path, given, TF_STATIC_TOPIC in wanted)
+    if untold and not tf_topics:
+        raise BagError(f"{path} has neither {TF_STATIC_TOPIC} nor {TF_TOPIC} for the "
+                       f"camera-LiDAR extrinsics of cameras {untold}; pass "
+                       "extrinsics={camera: T_cam_lidar}")
+    tf = _Extrinsics(path, given, tf_topics)
 
     sync = FrameSynchronizer(cameras, slop_s, queue_size, timeout_s)
-    route = {POINTS_TOPIC: sync.add_cloud}
+    # each message's bag time is when it was received: the clouds' arrival for the sync
+    route = {POINTS_TOPIC: lambda s, m, now: sync.add_cloud(s, m, now)}
     for cam in cameras:
-        route[image_topic(cam)] = lambda s, m, c=cam: sync.add_image(c, s, m)
-        route[info_topic(cam)] = lambda s, m, c=cam: sync.add_camera_info(c, s, m)
+        route[image_topic(cam)] = lambda s, m, now, c=cam: sync.add_image(c, s, m)
+        route[info_topic(cam)] = lambda s, m, now, c=cam: sync.add_camera_info(c, s, m)
     truth: dict[int, Any] = {}
     ready: deque[SyncedFrame] = deque()
     hold = round(timeout_s * _NS)
@@ -415,7 +425,7 @@ def read_bag_frames(path: str | Path, cameras: Iterable[str] = ("camera",),
         if topic == LABELS_TOPIC:
             truth[_stamp(msg)] = msg
         else:
-            route[topic](_stamp(msg), msg)
+            route[topic](_stamp(msg), msg, now)
         ready.extend(sync.poll(now))
     ready.extend(sync.flush())
     yield from release(None)

@@ -51,6 +51,7 @@ class Health:
     rss_mb: float | None = None  # host resident memory of this process
     gpu_allocated_mb: float | None = None  # torch's CUDA allocator; None on CPU
     gpu_reserved_mb: float | None = None
+    intensity_warning: str = ""  # set once input intensity disagrees with the checkpoint's
 
 
 def process_rss_mb() -> float | None:
@@ -133,6 +134,7 @@ class DiagnosticsReporter:
             "processing": self._processing(h, counters, prev),
             "sync": self._sync(h, counters, prev),
             "teacher": self._teacher(h),
+            "intensity": self._intensity(h),
             "adaptation": self._adaptation(h, counters, prev),
         }
 
@@ -200,6 +202,12 @@ class DiagnosticsReporter:
             return Report(WARN, "teacher has RANDOM weights: distillation targets carry no "
                           "semantics; set teacher.weights to a DINOv2 weights file", values)
         return Report(OK, "pretrained weights", values)
+
+    @staticmethod
+    def _intensity(h: Health) -> Report:
+        if h.intensity_warning:
+            return Report(WARN, h.intensity_warning, {})
+        return Report(OK, "input intensity in the checkpoint's units", {})
 
     @staticmethod
     def _adaptation(h: Health, c: dict[str, int], prev: dict[str, int]) -> Report:

@@ -28,21 +28,23 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
 from ..core.device.selection import resolve_device
 from ..core.frame import UNLABELED, CameraView, Frame, FrameStats
+from ..core.intensity import out_of_range, scale_factor
 from ..core.loading import load_engine, warm_up
 from .convert import (
+    CloudArrays,
     ConversionError,
+    any_image_to_rgb,
     camera_info_to_calib,
     check_image_matches_info,
-    image_to_rgb,
     pointcloud2_to_xyzi,
 )
-from .dds_env import keep_dds_local
+from .dds_env import keep_dds_local, use_large_message_profile
 from .diagnostics import DefectLog, DiagnosticsReporter, Health, process_rss_mb
 from .extrinsics import Extrinsics, ExtrinsicsError, TfExtrinsics, tf_available
 from .outputs import colored_cloud, labeled_cloud, mask_color_image, mask_image, stats_message
@@ -120,8 +122,11 @@ class AdaptNode(Node):
         self.create_subscription(PointCloud2, "points", self._on_cloud, qin,
                                  callback_group=group)
         for cam in s.cameras:
-            self.create_subscription(Image, f"{cam}/image", partial(self._on_image, cam), qin,
-                                     callback_group=group)
+            compressed = s.camera_transports[cam] == "compressed"
+            self.create_subscription(
+                CompressedImage if compressed else Image,
+                f"{cam}/image/compressed" if compressed else f"{cam}/image",
+                partial(self._on_image, cam), qin, callback_group=group)
             self.create_subscription(CameraInfo, f"{cam}/camera_info",
                                      partial(self._on_camera_info, cam), qin,
                                      callback_group=group)
@@ -160,7 +165,7 @@ class AdaptNode(Node):
             return None
         return stamp
 
-    def _on_image(self, cam: str, msg: Image) -> None:
+    def _on_image(self, cam: str, msg: Image | CompressedImage) -> None:
         stamp = self._stamp(f"{cam}/image", msg)
         if stamp is not None:
             self._locked(self.sync.add_image, cam, stamp, msg)
@@ -180,11 +185,13 @@ class AdaptNode(Node):
                          f"cloud's {newest * 1e-9:.3f} s (out of order); cloud dropped")
             return
         self._newest_cloud_ns = stamp  # a step back beyond _jump_ns: a clock jump (the sync's)
-        self._locked(self.sync.add_cloud, stamp, msg)
+        self._locked(self.sync.add_cloud, stamp, msg, time.monotonic_ns())
         self._poll()
 
     def _poll(self) -> None:
-        now = self.get_clock().now().nanoseconds  # node clock: sim time during playback
+        # the sync timeout runs from each cloud's arrival on this steady clock: stamps that lag
+        # the node clock (a bag played without --clock, a LiDAR without PTP) still pair
+        now = time.monotonic_ns()
         with self.sync_lock:
             frames = self.sync.poll(now)
         for frame in frames:
@@ -210,20 +217,23 @@ class AdaptNode(Node):
                 "frame the camera extrinsics are for; processed without cameras"))
         else:
             for cam, pair in synced.cameras.items():
-                if pair is None:  # no image within the slop before the timeout
+                if pair is None:
+                    defects.append(self._defect(f"{cam}/image", self._missing_camera_text()))
                     continue
                 view = self._camera_view(cam, pair, header.frame_id, synced.stamp_ns, defects)
                 if view is not None:
                     views.append(view)
                     image_headers[cam] = pair.image.header
         frame = Frame(points=cloud.points, cameras=views, stamp_ns=synced.stamp_ns,
-                      frame_id=header.frame_id)
+                      frame_id=header.frame_id, intensity_max=cloud.intensity_max)
         pred = self.engine.process(frame)
         if "points_subsampled" in pred.stats.events:
             defects.append(self._defect(
                 "points", f"{len(cloud.points)} points, over max_points "
                 f"{self.engine.cfg.max_points}: the model saw a grid subsample, every point "
                 "is still labeled"))
+        if "intensity_out_of_range" in pred.stats.events and not self.health.intensity_warning:
+            self._warn_intensity(cloud)
         if jump_reset:
             pred.stats.events.insert(0, "clock_jump_reset")
         if self.pub_labeled.get_subscription_count():
@@ -243,6 +253,29 @@ class AdaptNode(Node):
             cameras=[v.name for v in views], lidar_only=not views, dropped=self.worker.dropped,
             enabled=e.enabled, mode=e.cfg.mode, resets=e.resets,
             event_counts=dict(e.event_counts), input_defects=defects))
+
+    def _warn_intensity(self, cloud: CloudArrays) -> None:
+        """Once: the input's intensity, scaled, still disagrees with the checkpoint's (say by
+        how much and what to set); /diagnostics keeps saying it."""
+        e, raw = self.engine, cloud.points[:, 3]
+        factor = scale_factor(e.cfg.intensity_scale, e.intensity, raw, cloud.intensity_max)
+        p99 = out_of_range(raw * factor, e.intensity)
+        trained = e.intensity.p99
+        self.health.intensity_warning = (
+            f"input intensity x {factor:.4g} (intensity_scale "
+            f"{e.cfg.intensity_scale or 'auto'}) has a 99th percentile of "
+            f"{p99 if p99 is not None else float('nan'):.3g}; the checkpoint was trained on "
+            f"0..{e.intensity.range:g}" + (f" (99th percentile {trained:.3g})" if trained else "")
+            + ": set intensity_scale to the factor that maps this sensor's units onto the "
+            "checkpoint's (e.g. 0.003922 for 0..255 into 0..1), or train on this sensor")
+        self.get_logger().warn(self.health.intensity_warning)
+
+    def _missing_camera_text(self) -> str:
+        s = self.settings
+        return (f"no image (with a CameraInfo) stamped within sync.slop {s.slop} s of the cloud "
+                f"came within sync.timeout {s.sync_timeout} s of the cloud's arrival; frame "
+                "processed without this camera (if images are large and the input QoS is "
+                "best_effort, see the README on large messages)")
 
     def _handle_clock_jump(self) -> bool:
         """Reset the engine (when configured) once per clock jump the sync has seen; True
@@ -281,7 +314,7 @@ class AdaptNode(Node):
                 f"'{expected}', the frame its extrinsic is for{unused}"))
             return None
         try:
-            rgb = image_to_rgb(pair.image)
+            rgb = any_image_to_rgb(pair.image)
         except ConversionError as exc:
             defects.append(self._defect(f"{cam}/image", f"{exc}{unused}"))
             return None
@@ -378,7 +411,10 @@ class AdaptNode(Node):
 def main(args: list[str] | None = None) -> int:
     """Console script `adapt_node`; ROS arguments (--ros-args ...) come from sys.argv."""
     keep_dds_local()
+    profile = use_large_message_profile()
     rclpy.init(args=args)
+    if profile:
+        get_logger(NODE_NAME).info(f"Fast DDS profile: {profile}")
     try:
         node = AdaptNode()
     except (ValueError, FileNotFoundError, RuntimeError, ParameterException) as exc:

@@ -73,6 +73,7 @@ def stats_message(stamp_ns: int, frame_id: str, stats: FrameStats, **extra: Any)
         "teacher_ms": round(stats.teacher_ms, 3),
         "budget_ms": stats.budget_ms,
         "over_budget": stats.over_budget,
+        "no_return_points": stats.no_return_points,
         # a discarded non-finite step leaves NaN/inf here; JSON has no such numbers
         "losses": {k: v if math.isfinite(v) else None for k, v in stats.losses.items()},
         "events": stats.events,

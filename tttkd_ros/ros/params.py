@@ -30,6 +30,9 @@ from ..core.config import (
 from .extrinsics import extrinsic_matrix
 
 RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
+# how a camera's images arrive: sensor_msgs/Image on CAM/image, or sensor_msgs/CompressedImage
+# (JPEG / PNG) on CAM/image/compressed, image_transport's name for it
+TRANSPORTS = ("raw", "compressed")
 _ADAPT, _TEACHER = AdaptConfig(), TeacherConfig()
 
 
@@ -157,8 +160,8 @@ GENERAL: dict[str, Spec] = {
     "sync.slop": Spec(0.05, "Largest |cloud stamp - image stamp| in seconds that pairs.",
                       0.0, 10.0),
     "sync.queue_size": Spec(10, "Messages kept per input while waiting to pair.", 1, 1000),
-    "sync.timeout": Spec(0.2, "Seconds (node clock) after which a cloud without its images "
-                         "is processed LiDAR-only.", 0.0, 60.0),
+    "sync.timeout": Spec(0.2, "Seconds after a cloud's arrival (steady clock) after which "
+                         "it is processed without the images that have not come.", 0.0, 60.0),
     "qos.input.reliability": Spec("best_effort", "Input QoS reliability" +
                                   _choice(RELIABILITY)),
     "qos.input.depth": Spec(5, "Input QoS history depth.", 1, 1000),
@@ -170,6 +173,13 @@ GENERAL: dict[str, Spec] = {
     "max_points": Spec(_ADAPT.max_points, "Most points the model sees per frame; a larger "
                        "cloud is grid-subsampled and every point takes its cell's label. "
                        "0 = no cap.", 0, 100_000_000),
+    "min_range": Spec(_ADAPT.min_range, "Points at the origin or closer than this (m) are "
+                      "no-returns (organised clouds mark missing returns so): left out of the "
+                      "model and labeled 65535, counted in ~/stats.", 0.0, 1000.0),
+    "intensity_scale": Spec(_ADAPT.intensity_scale, "Factor applied to the input intensity "
+                            "before the model; 0 = auto: the checkpoint's intensity range over "
+                            "the input's (an integer field's full range, else 1, 255 or 65535, "
+                            "whichever holds the cloud's largest value).", 0.0, 1e6),
     "lidar_frame": Spec("", "The cloud frame_id the camera extrinsics are for; a cloud in "
                         "another frame is processed without cameras. Empty = any."),
 }
@@ -188,6 +198,10 @@ def camera_specs(camera: str) -> dict[str, Spec]:
                                f"LiDAR -> '{camera}' optical frame transform."),
         f"{camera}.frame_id": Spec("", f"The image frame_id the '{camera}' extrinsic is for; "
                                    "an image in another frame is not used. Empty = any."),
+        f"{camera}.transport": Spec("raw", f"How '{camera}' images arrive: raw "
+                                    f"(sensor_msgs/Image on {camera}/image) or compressed "
+                                    f"(JPEG/PNG sensor_msgs/CompressedImage on "
+                                    f"{camera}/image/compressed)" + _choice(TRANSPORTS)),
     }
 
 
@@ -234,6 +248,7 @@ class NodeSettings:
     palette: str
     lidar_frame: str  # "" = any
     camera_frames: dict[str, str]  # camera -> expected image frame_id, "" = any
+    camera_transports: dict[str, str]  # camera -> "raw" | "compressed"
 
 
 def declare_and_read(node: Node) -> NodeSettings:
@@ -255,7 +270,8 @@ def settings_from_values(v: dict[str, Any], cameras: list[str]) -> NodeSettings:
     """Build NodeSettings from a name -> value mapping (validated)."""
     adapt_fields = {f.name for f in fields(AdaptConfig)}
     adapt = AdaptConfig(**{k: v[f"adaptation.{k}"] for k in ADAPTATION if k in adapt_fields},
-                        max_points=v["max_points"])
+                        max_points=v["max_points"], min_range=v["min_range"],
+                        intensity_scale=v["intensity_scale"])
     validate_adaptation(adapt)
     teacher = TeacherConfig(**{k: v[f"teacher.{k}"] for k in TEACHER})
     if teacher.name not in TEACHER_DIMS:
@@ -265,6 +281,9 @@ def settings_from_values(v: dict[str, Any], cameras: list[str]) -> NodeSettings:
             raise ValueError(f"invalid {key}: {v[key]!r}{_choice(RELIABILITY)}")
     extrinsics = {}
     for cam in cameras:
+        if v[f"{cam}.transport"] not in TRANSPORTS:
+            raise ValueError(f"invalid {cam}.transport: {v[f'{cam}.transport']!r}"
+                             f"{_choice(TRANSPORTS)}")
         try:
             extrinsics[cam] = extrinsic_matrix(v[f"{cam}.xyz"], v[f"{cam}.quat"])
         except ValueError as exc:
@@ -278,6 +297,7 @@ def settings_from_values(v: dict[str, Any], cameras: list[str]) -> NodeSettings:
         qos_out=QosSettings(v["qos.output.reliability"], v["qos.output.depth"]),
         palette=v["palette"], lidar_frame=v["lidar_frame"],
         camera_frames={cam: v[f"{cam}.frame_id"] for cam in cameras},
+        camera_transports={cam: v[f"{cam}.transport"] for cam in cameras},
     )
 
 

@@ -1,8 +1,9 @@
 """Cloud-master synchroniser: pairs each LiDAR cloud with every camera's image and CameraInfo.
 
-Pure Python and clock-free: the caller passes every stamp and `now` (the node its ROS clock,
-sim time during playback; the offline evaluator the message time), so the node and the
-evaluator pair frames identically. Messages are opaque objects; only their stamps are used.
+Pure Python and clock-free: the caller passes every stamp, each cloud's arrival time and
+`now` on the same clock as the arrivals (the node a steady clock; the offline evaluator the
+bag's receive time), so the node and the evaluator pair frames identically. Messages are
+opaque objects; only their stamps are used.
 
 Rules:
 - The cloud is the master. Per camera, the image nearest the cloud stamp with
@@ -12,12 +13,14 @@ Rules:
   once a later-stamped info arrives, or at timeout) the most recently received info is used.
   A camera with no info at all counts as missing.
 - A cloud is released when every camera is settled (matched, or certainly unmatched), or
-  when now - stamp > timeout (pending cameras use what is there, else they are missing).
+  when now - arrival > timeout (pending cameras use what is there, else they are missing).
+  The wait runs from the cloud's arrival, not its stamp: stamps that lag the receiver's
+  clock (a bag played without --clock, a LiDAR without PTP) still give images their time.
   Frames come out in stamp order; a cloud at or before the last released stamp is dropped.
 - The same image may serve two clouds (a camera slower than the LiDAR).
 - Queues hold at most queue_size messages each; the oldest is dropped and counted.
-- A stamp (per input) or `now` earlier than the latest one seen on it by more than
-  slop + 1 s is a clock jump (a looped bag): every queue is cleared and the jump counted.
+- A stamp earlier than the latest one seen on its input by more than slop + 1 s is a clock
+  jump (a looped bag): every queue is cleared and the jump counted.
 """
 from __future__ import annotations
 
@@ -70,12 +73,13 @@ class FrameSynchronizer:
         self._jump = self._slop + _NS
         self._queue_size = queue_size
         self._clouds: list[tuple[int, Any]] = []  # sorted by stamp
+        self._arrival: dict[int, int] = {}  # queued cloud stamp -> its arrival time
         self._images: dict[str, deque[tuple[int, Any]]] = {c: deque() for c in cameras}
         self._infos: dict[str, deque[tuple[int, Any]]] = {c: deque() for c in cameras}
         # kept by clear(): a calibration stays valid across a time jump
         self._latest_info: dict[str, Any] = {}
         self._last_released: int | None = None
-        self._latest_seen: dict[str, int] = {}  # input (or "now") -> largest stamp seen
+        self._latest_seen: dict[str, int] = {}  # input -> largest stamp seen
         self._last_stamp: dict[str, int] = {}
         inputs = ["cloud"] + [f"{c}/{kind}" for c in cameras for kind in ("image", "camera_info")]
         self._received = dict.fromkeys(inputs, 0)
@@ -84,8 +88,9 @@ class FrameSynchronizer:
         self._frames = {"complete": 0, "partial": 0, "lidar_only": 0, "timed_out": 0}
         self._clock_jumps = 0
 
-    def add_cloud(self, stamp_ns: int, cloud: Any) -> None:
-        """Queue a cloud; a late one (at or before the last release) or a repeat is dropped."""
+    def add_cloud(self, stamp_ns: int, cloud: Any, arrival_ns: int) -> None:
+        """Queue a cloud that arrived at `arrival_ns` (the clock of `poll`'s `now`); a late
+        one (at or before the last release) or a repeat is dropped."""
         stamp_ns = self._arrive("cloud", stamp_ns)
         stamps = [s for s, _ in self._clouds]
         late = self._last_released is not None and stamp_ns <= self._last_released
@@ -93,8 +98,9 @@ class FrameSynchronizer:
             self._dropped["cloud"] += 1
             return
         self._clouds.insert(bisect.bisect(stamps, stamp_ns), (stamp_ns, cloud))
+        self._arrival[stamp_ns] = int(arrival_ns)
         if len(self._clouds) > self._queue_size:
-            self._clouds.pop(0)
+            self._arrival.pop(self._clouds.pop(0)[0])
             self._dropped["cloud"] += 1
 
     def add_image(self, cam: str, stamp_ns: int, image: Any) -> None:
@@ -107,9 +113,9 @@ class FrameSynchronizer:
         self._latest_info[cam] = info
 
     def poll(self, now_ns: int) -> list[SyncedFrame]:
-        """Release, in stamp order, every cloud that is settled or older than the timeout."""
+        """Release, in stamp order, every cloud that is settled or has waited longer than the
+        timeout since its arrival (`now_ns` on the arrivals' clock)."""
         now_ns = int(now_ns)
-        self._check_jump("now", now_ns)
         released = []
         while (frame := self._release_head(now_ns)) is not None:
             released.append(frame)
@@ -129,6 +135,7 @@ class FrameSynchronizer:
         """
         self._dropped["cloud"] += len(self._clouds)
         self._clouds.clear()
+        self._arrival.clear()
         for cam in self._cameras:
             self._dropped[f"{cam}/image"] += len(self._images[cam])
             self._dropped[f"{cam}/camera_info"] += len(self._infos[cam])
@@ -201,12 +208,13 @@ class FrameSynchronizer:
         if not self._clouds:
             return None
         stamp, cloud = self._clouds[0]
-        force = now_ns is None or now_ns - stamp > self._timeout
+        force = now_ns is None or now_ns - self._arrival[stamp] > self._timeout
         decided = {cam: self._match(cam, stamp) for cam in self._cameras}
         pending = [cam for cam, (_, settled) in decided.items() if not settled]
         if pending and not force:
             return None
         self._clouds.pop(0)
+        del self._arrival[stamp]
         self._last_released = stamp
         frame = SyncedFrame(stamp, cloud, {cam: pair for cam, (pair, _) in decided.items()})
         present = len(self._cameras) - len(frame.missing)
