@@ -113,15 +113,23 @@ def test_none_mode_equals_a_direct_engine_run(evaluated, bag: Path, tiny_checkpo
         {c: iou[i] for i, c in enumerate(CLASS_NAMES) if total.present()[i]}, rel=1e-12)
 
 
-def test_bag_without_labels_fails_naming_them(drive, tiny_checkpoint: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture):
-    write_drive_bag(tmp_path / "bag", [replace(f, labels=None) for f in drive])
-    args = _parse("--bag", str(tmp_path / "bag"), "--checkpoint", str(tiny_checkpoint),
-                  "--json", str(tmp_path / "r.json"), "--device", "cpu")
+def test_kitti_folder_without_labels_fails_naming_them(drive, tmp_path: Path):
+    """A bag without ground truth gives a label-free report (test_eval_unlabeled.py); a
+    SemanticKITTI folder is a labeled dataset, so a missing label file is an error."""
+    write_sequence(tmp_path, "04", [replace(f, labels=None) for f in drive])
 
-    assert args.func(args) == 2
-    assert "missing labels topic /ground_truth/points" in capsys.readouterr().err
-    assert not (tmp_path / "r.json").exists()
+    with pytest.raises(ValueError, match="has no labels"):
+        load_frames(data=tmp_path, sequence="04")
+
+
+def test_labeled_result_says_so(evaluated):
+    result = json.loads(evaluated[1].read_text())
+
+    assert result["labels"] is True and result["none_added"] is False
+    for entry in result["modes"].values():
+        assert sum(entry["class_shares"].values()) == pytest.approx(1.0)
+        assert len(entry["agreement_with_none_per_frame"]) == EVAL_FRAMES
+    assert result["modes"]["none"]["agreement_with_none"] == 1.0
 
 
 def test_kitti_folder_gives_the_frames_of_the_bag(drive, bag: Path, tmp_path: Path):

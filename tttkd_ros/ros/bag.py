@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -38,10 +38,10 @@ from rosbags.typesys import Stores, get_typestore
 from ..core.frame import CameraView, Frame
 from .convert import (
     ConversionError,
+    any_image_to_rgb,
     array_to_image,
     camera_info_to_calib,
     check_image_matches_info,
-    image_to_rgb,
     pointcloud2_to_xyzi,
     xyzi_fields_to_pointcloud2,
 )
@@ -59,6 +59,7 @@ LIDAR_FRAME = "lidar"
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 TF_TYPE = "tf2_msgs/msg/TFMessage"
 _NS = 1_000_000_000
@@ -95,35 +96,80 @@ def info_topic(camera: str) -> str:
     return f"/{camera}/camera_info"
 
 
+@dataclass(frozen=True)
+class InputTopics:
+    """The bag topics of the node's inputs: `points`, and per camera its image (an Image, or
+    a CompressedImage under the `.../compressed` name image_transport gives it) and its
+    CameraInfo. `remapped` turns the node's remap rules into these."""
+
+    points: str = POINTS_TOPIC
+    images: Mapping[str, str] = field(default_factory=dict)  # camera -> topic
+    infos: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def remapped(cls, cameras: Iterable[str], remaps: Mapping[str, str] | None = None,
+                 compressed: Collection[str] = ()) -> InputTopics:
+        """The node's input names (`points`, `CAM/image` or `CAM/image/compressed`,
+        `CAM/camera_info`) under `remaps` (node name -> topic, as `--remap NAME:=TOPIC`),
+        each unremapped name at the root, as the node in the root namespace resolves it.
+        Raises ValueError for a remap of a name the node does not have."""
+        remaps = dict(remaps or {})
+        names = {"points": "points"}
+        for cam in cameras:
+            image = f"{cam}/image"
+            names[image] = f"{image}/compressed" if cam in compressed else image
+            names[f"{cam}/camera_info"] = f"{cam}/camera_info"
+        unknown = sorted(set(remaps) - set(names) - set(names.values()))
+        if unknown:
+            raise ValueError(f"--remap of {unknown}: the node's inputs are "
+                             f"{sorted(names.values())}")
+
+        def topic(key: str) -> str:
+            name = names[key]
+            return remaps.get(name, remaps.get(key, "/" + name))
+
+        cameras = list(cameras)
+        return cls(topic("points"), {c: topic(f"{c}/image") for c in cameras},
+                   {c: topic(f"{c}/camera_info") for c in cameras})
+
+    def image(self, camera: str) -> str:
+        return self.images.get(camera, image_topic(camera))
+
+    def info(self, camera: str) -> str:
+        return self.infos.get(camera, info_topic(camera))
+
+
 @lru_cache(maxsize=1)
-def _typestore():
+def typestore():
+    """ROS 2 Jazzy's message definitions, for reading and writing bags without rclpy."""
     return get_typestore(Stores.ROS2_JAZZY)
 
 
-def _msg(name: str) -> type:
-    return _typestore().types[name]
+def msg_type(name: str) -> type:
+    """The rosbags class of a message type, e.g. 'sensor_msgs/msg/Image'."""
+    return typestore().types[name]
 
 
 # -- writing -------------------------------------------------------------------------------
 
 def _header(stamp_ns: int, frame_id: str) -> Any:
-    stamp = _msg("builtin_interfaces/msg/Time")(sec=stamp_ns // _NS, nanosec=stamp_ns % _NS)
-    return _msg("std_msgs/msg/Header")(stamp=stamp, frame_id=frame_id)
+    stamp = msg_type("builtin_interfaces/msg/Time")(sec=stamp_ns // _NS, nanosec=stamp_ns % _NS)
+    return msg_type("std_msgs/msg/Header")(stamp=stamp, frame_id=frame_id)
 
 
 def _tf_static(stamp_ns: int, lidar_frame: str, cameras: list[CameraView]) -> Any:
     """TFMessage: parent lidar_frame, child each camera's optical frame (T_lidar_cam)."""
-    vec, quat = _msg("geometry_msgs/msg/Vector3"), _msg("geometry_msgs/msg/Quaternion")
+    vec, quat = msg_type("geometry_msgs/msg/Vector3"), msg_type("geometry_msgs/msg/Quaternion")
     transforms = []
     for view in cameras:
         T = np.linalg.inv(np.asarray(view.T_cam_lidar, dtype=np.float64))
         x, y, z, w = quaternion_from_matrix(T[:3, :3])
-        transform = _msg("geometry_msgs/msg/Transform")(
+        transform = msg_type("geometry_msgs/msg/Transform")(
             translation=vec(x=T[0, 3], y=T[1, 3], z=T[2, 3]), rotation=quat(x=x, y=y, z=z, w=w))
-        transforms.append(_msg("geometry_msgs/msg/TransformStamped")(
+        transforms.append(msg_type("geometry_msgs/msg/TransformStamped")(
             header=_header(stamp_ns, lidar_frame), child_frame_id=_camera_frame(view.name),
             transform=transform))
-    return _msg(TF_TYPE)(transforms=transforms)
+    return msg_type(TF_TYPE)(transforms=transforms)
 
 
 def _camera_frame(camera: str) -> str:
@@ -136,16 +182,16 @@ def _camera_info(header: Any, view: CameraView) -> Any:
     D[:len(view.D)] = view.D  # plumb_bob with 4 coefficients: k3 = 0
     P = np.concatenate([K, np.zeros((3, 1))], axis=1)
     height, width = view.size
-    return _msg(INFO_TYPE)(
+    return msg_type(INFO_TYPE)(
         header=header, height=height, width=width, distortion_model="plumb_bob", d=D,
         k=K.reshape(-1), r=np.eye(3).reshape(-1), p=P.reshape(-1), binning_x=0, binning_y=0,
-        roi=_msg("sensor_msgs/msg/RegionOfInterest")(
+        roi=msg_type("sensor_msgs/msg/RegionOfInterest")(
             x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
 
 def _cloud(header: Any, columns: dict[str, np.ndarray]) -> Any:
-    return xyzi_fields_to_pointcloud2(header, columns, _msg(CLOUD_TYPE),
-                                      _msg("sensor_msgs/msg/PointField"))
+    return xyzi_fields_to_pointcloud2(header, columns, msg_type(CLOUD_TYPE),
+                                      msg_type("sensor_msgs/msg/PointField"))
 
 
 class _BagWriter:
@@ -159,10 +205,10 @@ class _BagWriter:
         msgtype = msg.__msgtype__
         if topic not in self.connections:
             self.connections[topic] = self.writer.add_connection(
-                topic, msgtype, typestore=_typestore(),
+                topic, msgtype, typestore=typestore(),
                 offered_qos_profiles=[_LATCHED] if latched else [])
         self.writer.write(self.connections[topic], stamp_ns,
-                          _typestore().serialize_cdr(msg, msgtype))
+                          typestore().serialize_cdr(msg, msgtype))
 
 
 def write_drive_bag(path: str | Path, frames: Iterable[Any], storage: str = "sqlite3",
@@ -203,7 +249,7 @@ def write_drive_bag(path: str | Path, frames: Iterable[Any], storage: str = "sql
                 cam_header = _header(stamp, _camera_frame(view.name))
                 out.write(info_topic(view.name), stamp, _camera_info(cam_header, view))
                 out.write(image_topic(view.name), stamp, array_to_image(
-                    cam_header, view.image, "rgb8", _msg(IMAGE_TYPE)))
+                    cam_header, view.image, "rgb8", msg_type(IMAGE_TYPE)))
             count += 1
     return count
 
@@ -215,7 +261,7 @@ def _open(path: str | Path) -> AnyReader:
     if not path.exists():
         raise BagError(f"bag not found: {path}")
     try:
-        return AnyReader([path], default_typestore=_typestore())
+        return AnyReader([path], default_typestore=typestore())
     except (AnyReaderError, FileNotFoundError) as err:  # no metadata.yaml: FileNotFoundError
         raise BagError(f"{path} is not a readable rosbag2 bag: {err}") from err
 
@@ -257,14 +303,20 @@ def iter_messages(path: str | Path, topics: Collection[str] | None = None
         raise BagError(f"{path}: cannot read: {err}") from err
 
 
-def _check_topics(path: str | Path, topics: dict[str, BagTopic], wanted: dict[str, str]
-                  ) -> None:
+def _check_topics(path: str | Path, topics: dict[str, BagTopic],
+                  wanted: dict[str, tuple[str, ...]]) -> None:
+    """Every wanted topic is in the bag with one of its allowed types, else a BagError that
+    lists what the bag has and how to point at other topics."""
     missing = [t for t in wanted if t not in topics]
     if missing:
         have = ", ".join(f"{t} ({i.msgtype})" for t, i in sorted(topics.items())) or "none"
-        raise BagError(f"{path} lacks topics {', '.join(missing)}; it has: {have}")
-    wrong = [f"{t} is {topics[t].msgtype}, expected {m}" for t, m in wanted.items()
-             if topics[t].msgtype != m]
+        raise BagError(f"{path} lacks topics {', '.join(missing)}; it has: {have}. Point the "
+                       "node's inputs at the bag's topics (tttkd eval --remap "
+                       "points:=/velodyne_points, --remap CAM/image:=TOPIC, --remap "
+                       "CAM/camera_info:=TOPIC; CAM.transport: compressed in --params for a "
+                       "CompressedImage topic) or choose --cameras")
+    wrong = [f"{t} is {topics[t].msgtype}, expected {' or '.join(m)}"
+             for t, m in wanted.items() if topics[t].msgtype not in m]
     if wrong:
         raise BagError(f"{path}: unknown message types for evaluation: {'; '.join(wrong)}")
 
@@ -330,7 +382,7 @@ def _build(path: str | Path, synced: SyncedFrame, extrinsics: _Extrinsics) -> Fr
         if pair is None:  # no image within the slop: the frame goes on without this camera
             continue
         try:
-            rgb = image_to_rgb(pair.image)
+            rgb = any_image_to_rgb(pair.image)
             calib = camera_info_to_calib(pair.info)
             check_image_matches_info(rgb.shape[:2], calib)
         except ConversionError as err:
@@ -369,10 +421,13 @@ def _stamp(msg: Any) -> int:
 def read_bag_frames(path: str | Path, cameras: Iterable[str] = ("camera",),
                     slop_s: float = 0.05, timeout_s: float = 0.2, queue_size: int = 10,
                     extrinsics: Mapping[str, np.ndarray] | None = None,
-                    require_labels: bool = False) -> Iterator[LabeledFrame]:
+                    require_labels: bool = False, inputs: InputTopics | None = None
+                    ) -> Iterator[LabeledFrame]:
     """Frames of a bag in stamp order, paired by the node's FrameSynchronizer.
 
-    cameras: camera namespaces (/CAM/image, /CAM/camera_info); empty for LiDAR only.
+    cameras: camera namespaces; empty for LiDAR only. inputs: the bag topics of the cloud
+    and of each camera's image (Image or CompressedImage) and CameraInfo (default /points,
+    /CAM/image, /CAM/camera_info).
     extrinsics: camera -> 4 x 4 T_cam_lidar; cameras not given use the bag's tf tree
     (/tf_static, and /tf at the cloud's stamp), through any chain of frames. A frame
     whose camera has no image within slop_s goes on without that camera (as in the node).
@@ -382,15 +437,17 @@ def read_bag_frames(path: str | Path, cameras: Iterable[str] = ("camera",),
     or message types that are unknown or not the expected ones; and for defective messages.
     """
     cameras, given = list(cameras), dict(extrinsics or {})
+    inputs = inputs or InputTopics()
     topics = topic_info(path)
-    wanted = {POINTS_TOPIC: CLOUD_TYPE}
+    wanted = {inputs.points: (CLOUD_TYPE,)}
     for cam in cameras:
-        wanted.update({image_topic(cam): IMAGE_TYPE, info_topic(cam): INFO_TYPE})
+        wanted.update({inputs.image(cam): (IMAGE_TYPE, COMPRESSED_TYPE),
+                       inputs.info(cam): (INFO_TYPE,)})
     if require_labels:
-        wanted[LABELS_TOPIC] = CLOUD_TYPE
+        wanted[LABELS_TOPIC] = (CLOUD_TYPE,)
     untold = [cam for cam in cameras if cam not in given]
     tf_topics = [t for t in (TF_STATIC_TOPIC, TF_TOPIC) if untold and t in topics]
-    wanted.update(dict.fromkeys(tf_topics, TF_TYPE))
+    wanted.update(dict.fromkeys(tf_topics, (TF_TYPE,)))
     if require_labels and LABELS_TOPIC not in topics:
         raise BagError(f"{path} has no ground truth: missing labels topic {LABELS_TOPIC} "
                        "(PointCloud2 with a 'label' field; `tttkd synth --bag` writes it)")
@@ -403,10 +460,10 @@ def read_bag_frames(path: str | Path, cameras: Iterable[str] = ("camera",),
 
     sync = FrameSynchronizer(cameras, slop_s, queue_size, timeout_s)
     # each message's bag time is when it was received: the clouds' arrival for the sync
-    route = {POINTS_TOPIC: lambda s, m, now: sync.add_cloud(s, m, now)}
+    route = {inputs.points: lambda s, m, now: sync.add_cloud(s, m, now)}
     for cam in cameras:
-        route[image_topic(cam)] = lambda s, m, now, c=cam: sync.add_image(c, s, m)
-        route[info_topic(cam)] = lambda s, m, now, c=cam: sync.add_camera_info(c, s, m)
+        route[inputs.image(cam)] = lambda s, m, now, c=cam: sync.add_image(c, s, m)
+        route[inputs.info(cam)] = lambda s, m, now, c=cam: sync.add_camera_info(c, s, m)
     truth: dict[int, Any] = {}
     ready: deque[SyncedFrame] = deque()
     hold = round(timeout_s * _NS)

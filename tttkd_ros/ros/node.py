@@ -48,11 +48,16 @@ from .dds_env import keep_dds_local, use_large_message_profile
 from .diagnostics import DefectLog, DiagnosticsReporter, Health, process_rss_mb
 from .extrinsics import Extrinsics, ExtrinsicsError, TfExtrinsics, tf_available
 from .outputs import colored_cloud, labeled_cloud, mask_color_image, mask_image, stats_message
-from .params import AdaptationUpdate, adaptation_update, declare_and_read, parse_palette
+from .params import (
+    NODE_NAME,
+    AdaptationUpdate,
+    adaptation_update,
+    declare_and_read,
+    parse_palette,
+)
 from .sync import CameraPair, FrameSynchronizer, SyncedFrame
 from .worker import LatestFrameWorker
 
-NODE_NAME = "tttkd_adapt"
 POLL_PERIOD_S = 0.02  # how often pending clouds are checked against the sync timeout
 DIAGNOSTICS_PERIOD_S = 1.0
 LOG_THROTTLE_S = 5.0  # the same defect on the same input is logged at most this often

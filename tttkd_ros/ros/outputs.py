@@ -1,7 +1,8 @@
 """Prediction -> messages: the labeled and colored clouds, camera masks and per-frame stats.
 
 Headers are passed through untouched (never restamped): the clouds carry the input cloud's
-header, a camera's masks that camera's image header.
+header, a camera's masks that camera's image header. The clouds and masks are rclpy messages
+unless message classes are passed (rosbags' types: ros/bag_outputs.py writes them to a bag).
 """
 from __future__ import annotations
 
@@ -30,35 +31,40 @@ def label_colors(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return colors
 
 
-def labeled_cloud(header: Any, cloud: CloudArrays, pred: Prediction) -> PointCloud2:
-    """x, y, z, [intensity,] label (uint16), confidence (float32): one point per input point."""
+def labeled_cloud(header: Any, cloud: CloudArrays, pred: Prediction,
+                  msg_cls: type | None = None, field_cls: type | None = None) -> PointCloud2:
+    """x, y, z, [intensity,] label (uint16), confidence (float32): one point per input point.
+    msg_cls / field_cls: PointCloud2 / PointField classes (default rclpy's)."""
     pts = cloud.points
     columns = {"x": pts[:, 0], "y": pts[:, 1], "z": pts[:, 2]}
     if cloud.has_intensity:
         columns["intensity"] = pts[:, 3]
     columns["label"] = pred.labels.astype(np.uint16, copy=False)
     columns["confidence"] = pred.confidence.astype(np.float32, copy=False)
-    return xyzi_fields_to_pointcloud2(header, columns)
+    return xyzi_fields_to_pointcloud2(header, columns, msg_cls, field_cls)
 
 
-def colored_cloud(header: Any, cloud: CloudArrays, labels: np.ndarray, palette: np.ndarray
-                  ) -> PointCloud2:
-    """x, y, z and `rgb` (float32 packed 0x00RRGGBB) from the class palette."""
+def colored_cloud(header: Any, cloud: CloudArrays, labels: np.ndarray, palette: np.ndarray,
+                  msg_cls: type | None = None, field_cls: type | None = None) -> PointCloud2:
+    """x, y, z and `rgb` (float32 packed 0x00RRGGBB) from the class palette.
+    msg_cls / field_cls: PointCloud2 / PointField classes (default rclpy's)."""
     pts = cloud.points
     return xyzi_fields_to_pointcloud2(header, {
         "x": pts[:, 0], "y": pts[:, 1], "z": pts[:, 2],
         "rgb": pack_rgb(label_colors(labels, palette).reshape(-1, 3)),
-    })
+    }, msg_cls, field_cls)
 
 
-def mask_image(header: Any, mask: np.ndarray) -> Image:
-    """H x W uint8 class ids (MASK_NONE = no label) -> mono8 Image."""
-    return array_to_image(header, mask, "mono8")
+def mask_image(header: Any, mask: np.ndarray, msg_cls: type | None = None) -> Image:
+    """H x W uint8 class ids (MASK_NONE = no label) -> mono8 Image (msg_cls: default rclpy's)."""
+    return array_to_image(header, mask, "mono8", msg_cls)
 
 
-def mask_color_image(header: Any, mask: np.ndarray, palette: np.ndarray) -> Image:
-    """H x W uint8 class ids -> rgb8 Image in the class palette (no label = UNLABELED_RGB)."""
-    return array_to_image(header, label_colors(mask, palette), "rgb8")
+def mask_color_image(header: Any, mask: np.ndarray, palette: np.ndarray,
+                     msg_cls: type | None = None) -> Image:
+    """H x W uint8 class ids -> rgb8 Image in the class palette (no label = UNLABELED_RGB;
+    msg_cls: default rclpy's)."""
+    return array_to_image(header, label_colors(mask, palette), "rgb8", msg_cls)
 
 
 def stats_message(stamp_ns: int, frame_id: str, stats: FrameStats, **extra: Any) -> String:

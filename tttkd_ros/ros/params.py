@@ -3,18 +3,16 @@ core configs, and validating run-time changes of `adaptation.*`.
 
 Defaults come from the core dataclasses, so the node, the offline tools and the YAML file
 start from the same numbers. Everything but `adaptation.*` (and `use_sim_time`) is read-only
-after start: it shapes the subscriptions, the model or the teacher.
+after start: it shapes the subscriptions, the model or the teacher. rclpy is imported only by
+what talks to it (declaring, QoS profiles), so `tttkd eval --params` reads a parameter file
+the node's way where no rclpy is installed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.node import Node
-from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from ..core.config import (
     ADAPT_PARAMS,
@@ -29,7 +27,14 @@ from ..core.config import (
 )
 from .extrinsics import extrinsic_matrix
 
-RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
+if TYPE_CHECKING:
+    from rcl_interfaces.msg import ParameterDescriptor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile
+
+NODE_NAME = "tttkd_adapt"  # the node's default name: its parameter section, its topics' namespace
+RELIABILITY = ("reliable", "best_effort")
 # how a camera's images arrive: sensor_msgs/Image on CAM/image, or sensor_msgs/CompressedImage
 # (JPEG / PNG) on CAM/image/compressed, image_transport's name for it
 TRANSPORTS = ("raw", "compressed")
@@ -64,6 +69,8 @@ class Spec:
     read_only: bool = True
 
     def descriptor(self) -> ParameterDescriptor:
+        from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
         d = ParameterDescriptor(description=self.description, read_only=self.read_only)
         if self.lo is not None:
             if isinstance(self.default, int) and not isinstance(self.default, bool):
@@ -206,7 +213,10 @@ def camera_specs(camera: str) -> dict[str, Spec]:
 
 
 def all_specs(cameras: list[str]) -> dict[str, Spec]:
-    """Every parameter name the node declares for these cameras -> its Spec."""
+    """Every parameter name the node declares for these cameras -> its Spec; ValueError
+    unless the cameras are distinct non-empty names."""
+    if not cameras or len(set(cameras)) != len(cameras) or not all(cameras):
+        raise ValueError(f"cameras must be distinct non-empty names, got {cameras}")
     specs = dict(GENERAL)
     specs.update({f"adaptation.{k}": s for k, s in ADAPTATION.items()})
     specs.update({f"teacher.{k}": s for k, s in TEACHER.items()})
@@ -221,9 +231,12 @@ class QosSettings:
     depth: int
 
     def profile(self) -> QoSProfile:
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        reliability = {"reliable": ReliabilityPolicy.RELIABLE,
+                       "best_effort": ReliabilityPolicy.BEST_EFFORT}[self.reliability]
         return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.depth,
-                          reliability=RELIABILITY[self.reliability],
-                          durability=DurabilityPolicy.VOLATILE)
+                          reliability=reliability, durability=DurabilityPolicy.VOLATILE)
 
 
 @dataclass
@@ -256,8 +269,6 @@ def declare_and_read(node: Node) -> NodeSettings:
     node.declare_parameter("cameras", GENERAL["cameras"].default,
                            GENERAL["cameras"].descriptor())
     cameras = list(node.get_parameter("cameras").value)
-    if not cameras or len(set(cameras)) != len(cameras) or not all(cameras):
-        raise ValueError(f"cameras must be distinct non-empty names, got {cameras}")
     specs = all_specs(cameras)
     for name, spec in specs.items():
         if name != "cameras":

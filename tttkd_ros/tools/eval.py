@@ -1,22 +1,26 @@
 """`tttkd eval`: every adaptation mode on the same frames of a bag or SemanticKITTI folder.
 
 Writes the DESIGN.md eval JSON, a Markdown report and PNG plots (see evaluation.py and
-report.py). TENT runs as a baseline on the batch-norm affine parameters with batch
-statistics (params=backbone_bn, bn_prior=0); `--set tent.params=backbone` etc. overrides it.
+report.py), with `--write-bag` also every mode's outputs as a bag (ros/bag_outputs.py). TENT
+runs as a baseline on the batch-norm affine parameters with batch statistics
+(params=backbone_bn, bn_prior=0); `--set tent.params=backbone` etc. overrides it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import fields
+from contextlib import nullcontext
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from tttkd_ros.core.config import MODES, PROTOCOLS, AdaptConfig, TeacherConfig
 from tttkd_ros.core.device.selection import resolve_device
 from tttkd_ros.core.model.checkpoint import load_checkpoint
-from tttkd_ros.ros.bag import BagError
+from tttkd_ros.ros.bag import BagError, InputTopics
+from tttkd_ros.ros.bag_outputs import open_output_bag
+from tttkd_ros.ros.param_file import settings_from_file
 from tttkd_ros.tools.evaluation import evaluate, load_frames, mode_configs
 from tttkd_ros.tools.report import write_report
 
@@ -26,7 +30,8 @@ _FIELD_TYPES = {f.name: type(getattr(AdaptConfig(), f.name)) for f in fields(Ada
 def register(p: argparse.ArgumentParser) -> None:
     """Fill `tttkd eval`'s parser (tools/cli.py makes it)."""
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--bag", help="rosbag2 folder (sqlite3 or mcap) with ground truth")
+    source.add_argument("--bag", help="rosbag2 folder (sqlite3 or mcap); without ground truth "
+                        "(/ground_truth/points) the report is label-free")
     source.add_argument("--data", help="SemanticKITTI-layout root (holds sequences/SS/...)")
     p.add_argument("--sequence", default="00", help="sequence of --data")
     p.add_argument("--checkpoint", required=True, help="source checkpoint (tttkd train)")
@@ -36,17 +41,33 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-dir", default="",
                    help="report.md and plots (default: JSON_STEM_report beside the JSON)")
     p.add_argument("--max-frames", type=int, default=0, help="first N frames; 0 = all")
+    p.add_argument("--write-bag", default="", metavar="OUT",
+                   help="new rosbag2 folder for every mode's outputs (the node's topics under "
+                        "/MODE/tttkd_adapt/) and the input /points")
     p.add_argument("--steps", type=int, help="adaptation steps per frame (max_steps)")
     p.add_argument("--budget-ms", type=float, help="per-frame adaptation budget")
     p.add_argument("--protocol", choices=PROTOCOLS)
     p.add_argument("--lr", type=float, help="test-time learning rate")
     p.add_argument("--set", action="append", default=[], metavar="[MODE.]FIELD=VALUE",
                    help="any AdaptConfig field, for every mode or one (e.g. tent.lr=1e-4)")
-    p.add_argument("--cameras", default="camera", help="camera namespaces of the bag; '' = none")
-    p.add_argument("--slop", type=float, default=0.05, help="sync slop (s), as the node's")
+    p.add_argument("--params", default="", metavar="FILE",
+                   help="the node's parameter file (e.g. config/adapt.yaml): cameras, their "
+                        "transports and extrinsics (unless use_tf: then the bag's tf), sync, "
+                        "teacher, and the adaptation settings it changes from the defaults "
+                        "(for every mode), as the node would run")
+    p.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
+                   help="a node input onto a bag topic, as the node's remaps: "
+                        "points:=/velodyne_points, camera/image:=/camera/color/image_raw, "
+                        "camera/camera_info:=/camera/color/camera_info (repeatable)")
+    p.add_argument("--cameras", default=None,
+                   help="camera namespaces of the bag; '' = none (default: --params', else "
+                        "camera)")
+    p.add_argument("--slop", type=float, default=None,
+                   help="sync slop (s), as the node's (default: --params', else 0.05)")
     p.add_argument("--teacher", default="", help="teacher model (default: the checkpoint's)")
     p.add_argument("--teacher-weights", default="", help="local DINOv2 weight file")
-    p.add_argument("--teacher-height", type=int, default=224)
+    p.add_argument("--teacher-height", type=int, default=None, help="default: --params', "
+                   "else 224")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     p.set_defaults(func=run)
@@ -99,28 +120,83 @@ def run(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     report_dir = Path(args.report_dir) if args.report_dir else out.with_name(f"{out.stem}_report")
     written = write_report(result, report_dir)
-    print(f"{'mode':<8} {'mIoU %':>7} {'p50 ms':>8} {'p99 ms':>8} {'steps':>6}")
+    if args.write_bag:
+        written.append(Path(args.write_bag))
+    print(f"{'mode':<8} {'mIoU %' if result['labels'] else 'agree %':>7} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'steps':>6}")
     for mode, e in result["modes"].items():
-        miou = "n/a" if e["miou"] is None else f"{e['miou']:.1f}"
-        print(f"{mode:<8} {miou:>7} {e['latency_ms']['p50']:>8.1f} "
+        score = _score(result["labels"], e)
+        score_text = "n/a" if score is None else f"{score:.1f}"
+        print(f"{mode:<8} {score_text:>7} {e['latency_ms']['p50']:>8.1f} "
               f"{e['latency_ms']['p99']:>8.1f} {e['steps_mean']:>6.2f}")
     print(f"wrote {out} and {', '.join(str(p) for p in written)}")
     return 0
 
 
+def _score(labeled: bool, entry: dict) -> float | None:
+    """The table's score: mIoU (%), or without ground truth the percentage of the points the
+    unadapted model labeled that keep its label (how far adaptation moved the labels)."""
+    if labeled:
+        return entry["miou"]
+    agree = entry["agreement_with_none"]
+    return None if agree is None else 100.0 * agree
+
+
+def parse_remaps(items: list[str]) -> dict[str, str]:
+    """'FROM:=TO' items (the node's input name, the bag topic) -> {FROM: TO}."""
+    remaps = {}
+    for item in items:
+        source, sep, target = item.partition(":=")
+        if not sep or not source or not target:
+            raise ValueError(f"--remap {item!r}: expected FROM:=TO, e.g. points:=/velodyne_points")
+        remaps[source.strip("/")] = target if target.startswith("/") else f"/{target}"
+    return remaps
+
+
+def changed_adaptation(cfg: AdaptConfig) -> dict[str, Any]:
+    """The settings a parameter file changes from AdaptConfig's defaults, but the mode (eval
+    runs every mode given): they apply to every mode, over the baselines' own settings."""
+    default = AdaptConfig()
+    return {f.name: getattr(cfg, f.name) for f in fields(AdaptConfig)
+            if f.name != "mode" and getattr(cfg, f.name) != getattr(default, f.name)}
+
+
 def _evaluate(args: argparse.Namespace) -> dict:
+    node = settings_from_file(args.params) if args.params else None
     common, per_mode = parse_overrides(args)
+    if node is not None:
+        common = {**changed_adaptation(node.adapt), **common}  # the flags win
     configs = mode_configs([m.strip() for m in args.modes.split(",") if m.strip()],
                            common, per_mode)
     device = resolve_device(args.device)
-    name = args.teacher or load_checkpoint(args.checkpoint, "cpu").teacher_name
-    teacher = TeacherConfig(name=name, weights=args.teacher_weights,
-                            image_height=args.teacher_height)
-    cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
+    base = node.teacher if node is not None else TeacherConfig()
+    teacher = replace(
+        base, name=args.teacher or (base.name if node is not None
+                                    else load_checkpoint(args.checkpoint, "cpu").teacher_name),
+        weights=args.teacher_weights or base.weights,
+        image_height=args.teacher_height or base.image_height)
+    if args.cameras is not None:
+        cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
+    else:
+        cameras = node.cameras if node is not None else ["camera"]
+    compressed = [c for c in cameras
+                  if node is not None and node.camera_transports.get(c) == "compressed"]
+    inputs = InputTopics.remapped(cameras, parse_remaps(args.remap), compressed)
+    slop = args.slop if args.slop is not None else node.slop if node is not None else 0.05
+    sync = {"timeout_s": node.sync_timeout, "queue_size": node.queue_size} if node else {}
+    extrinsics = None if node is None or node.use_tf else {
+        c: node.extrinsics[c] for c in cameras if c in node.extrinsics}
     frames = load_frames(bag=args.bag, data=args.data, sequence=args.sequence,
-                         max_frames=args.max_frames, cameras=cameras, slop_s=args.slop)
-    result = evaluate(frames, args.checkpoint, configs, teacher, device,
-                      progress=not args.no_progress)
+                         max_frames=args.max_frames, cameras=cameras, slop_s=slop,
+                         inputs=inputs, extrinsics=extrinsics, **sync)
+    with open_output_bag(args.write_bag) if args.write_bag else nullcontext() as outputs:
+        if outputs is not None:
+            outputs.write_inputs(frames)
+        result = evaluate(frames, args.checkpoint, configs, teacher, device,
+                          progress=not args.no_progress,
+                          sink=None if outputs is None else outputs.write_prediction)
     result["config"].update(source=args.bag or f"{args.data} sequence {args.sequence}",
-                            cameras=cameras, slop_s=args.slop)
+                            cameras=cameras, slop_s=slop, params=args.params or None,
+                            topics={"points": inputs.points, "images": dict(inputs.images),
+                                    "infos": dict(inputs.infos)})
     return result
