@@ -201,17 +201,21 @@ def test_unconnected_or_unknown_frames_are_refused_naming_them():
     assert "known frames are ['base_link', 'camera_link', 'camera_optical', 'velodyne']" in text
 
 
-def test_an_ambiguous_tree_is_refused():
+def test_an_untidy_recorded_tree_reads_as_tf2_reads_it():
     tree = _tree(_tf("base_link", "velodyne", _pose((0, 0, 1.8))))
-    with pytest.raises(ValueError, match="'velodyne' has two parents, 'base_link' and 'odom'"):
-        tree.add(SimpleNamespace(transforms=[_tf("odom", "velodyne", _pose((0, 0, 0)))]), True)
-    with pytest.raises(ValueError, match="both a static and a dynamic"):
-        tree.add(SimpleNamespace(transforms=[_tf("base_link", "velodyne", _pose((0, 0, 0)))]),
-                 False)
+    # a fixed joint repeated on /tf: the static transform stands
+    tree.add(SimpleNamespace(transforms=[_tf("base_link", "velodyne", _pose((0, 0, 0)), 5)]),
+             False)
+    np.testing.assert_allclose(tree.lookup("base_link", "velodyne", 99)[:3, 3], [0, 0, 1.8])
     # a static transform given again (a re-latched /tf_static) replaces the earlier one
     tree.add(SimpleNamespace(transforms=[_tf("base_link", "velodyne", _pose((0, 0, 2.0)))]),
              True)
     np.testing.assert_allclose(tree.lookup("base_link", "velodyne", 0)[:3, 3], [0, 0, 2.0])
+    # a new parent re-parents the frame: the old link is gone
+    tree.add(SimpleNamespace(transforms=[_tf("odom", "velodyne", _pose((1.0, 0, 0)))]), True)
+    np.testing.assert_allclose(tree.lookup("odom", "velodyne", 0)[:3, 3], [1.0, 0, 0])
+    with pytest.raises(TfLookupError):
+        tree.lookup("base_link", "velodyne", 0)
 
 
 # -- bags ----------------------------------------------------------------------------------

@@ -93,9 +93,11 @@ class TfTree:
         """Add every transform of a TFMessage (rosbags or rclpy): static ones (/tf_static)
         replace the child's earlier one, dynamic ones (/tf) add a sample at their stamp.
 
-        Raises ValueError for a transform that is not finite or has a zero quaternion, and
-        for a frame given a second parent, or given both static and dynamic transforms: the
-        tree would be ambiguous, and picking one could give a wrong extrinsic silently.
+        Recorded trees are not always clean, so this follows tf2 rather than refusing them: a
+        frame given a new parent is re-parented (its old transform is dropped), and a frame
+        that has a static transform ignores dynamic samples of it (some bags repeat fixed
+        joints on /tf). Raises ValueError for a transform that is not finite or has a zero
+        quaternion.
         """
         for t in msg.transforms:
             # tf2 drops a leading '/' (bags converted from ROS 1 have them)
@@ -106,14 +108,12 @@ class TfTree:
             T = extrinsic_matrix(xyz, quat)  # raises ValueError for a bad transform
             edge = self._edges.get(child)
             if edge is not None and edge.parent != parent:
-                raise ValueError(f"tf frame '{child}' has two parents, '{edge.parent}' and "
-                                 f"'{parent}'; a tf tree gives each frame one parent")
-            if edge is not None and (edge.fixed is not None) != static:
-                raise ValueError(f"tf frame '{child}' has both a static and a dynamic "
-                                 f"transform from '{parent}'; it must have one kind")
+                edge = None  # re-parented
             if static:
                 self._edges[child] = _Edge(parent, T)
                 continue
+            if edge is not None and edge.fixed is not None:
+                continue  # the static transform stands
             if edge is None:
                 edge = self._edges[child] = _Edge(parent, None)
             stamp = int(t.header.stamp.sec) * _NS + int(t.header.stamp.nanosec)
