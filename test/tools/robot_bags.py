@@ -120,9 +120,11 @@ def robot_tree(cameras, lidar_frame: str, stamp_ns: int):
     return msg_type("tf2_msgs/msg/TFMessage")(transforms=transforms)
 
 
-def write_robot_bag(path: Path, frames: list, lidar: str = "velodyne") -> dict:
+def write_robot_bag(path: Path, frames: list, lidar: str = "velodyne",
+                    in_base_link: bool = False) -> dict:
     """Write `frames` (SynthFrame: points, cameras, stamp_ns) as a robot's bag; returns the
-    topics it used and, for the Ouster layout, each frame's no-return mask."""
+    topics it used and, for the Ouster layout, each frame's no-return mask. in_base_link:
+    the clouds are published in base_link, as Autoware's are (Velodyne layout only)."""
     store = typestore()
     topic = {"velodyne": "/velodyne_points", "ouster": "/ouster/points"}[lidar]
     lidar_frame = {"velodyne": "velodyne", "ouster": "os_sensor"}[lidar]
@@ -140,9 +142,12 @@ def write_robot_bag(path: Path, frames: list, lidar: str = "velodyne") -> dict:
         write("/tf_static", first, robot_tree(frames[0].cameras, lidar_frame, first))
         for f in frames:
             received = f.stamp_ns + RECEIVE_LAG_NS
-            header = _header(f.stamp_ns, lidar_frame)
+            header = _header(f.stamp_ns, "base_link" if in_base_link else lidar_frame)
             if lidar == "velodyne":
-                write(topic, received, velodyne_cloud(header, f.points))
+                points = f.points.copy()
+                if in_base_link:
+                    points[:, :3] = f.points[:, :3] @ BASE_T_LIDAR[:3, :3].T + BASE_T_LIDAR[:3, 3]
+                write(topic, received, velodyne_cloud(header, points))
             else:
                 cloud, mask = ouster_cloud(header, f.points)
                 holes.append(mask)

@@ -140,3 +140,37 @@ def test_ouster_no_returns_come_out_unlabeled(drive, tiny_checkpoint, tmp_path) 
     for got, mask in zip(labels, holes):
         assert len(got) == len(mask) and mask.mean() > 0.3
         assert (got[mask] == UNLABELED).all() and (got[~mask] < 19).all()
+
+
+@pytest.mark.parametrize("by", ["tf", "parameter"])
+def test_a_base_link_cloud_is_moved_into_the_sensor_frame(drive, by, tmp_path) -> None:
+    """Autoware publishes its cloud in base_link; the model was trained in the LiDAR frame:
+    with sensor_frame (tf) or cloud_to_sensor (parameter) the model gets the frames it
+    would have got from the LiDAR, cameras included."""
+    from robot_bags import BASE_T_LIDAR
+
+    from tttkd_ros.ros.param_file import settings_from_file
+
+    bag = tmp_path / "base_link"
+    write_robot_bag(bag, drive, in_base_link=True)
+    sensor_from_base = np.linalg.inv(BASE_T_LIDAR)
+    section = {"cameras": list(CAMERAS), "use_tf": by == "tf", "sensor_frame": "velodyne"}
+    if by == "parameter":
+        from tttkd_ros.ros.extrinsics import quaternion_from_matrix
+
+        section["cloud_to_sensor"] = {"xyz": sensor_from_base[:3, 3].tolist(),
+                                      "quat": quaternion_from_matrix(
+                                          sensor_from_base[:3, :3]).tolist()}
+    node = tmp_path / "params.yaml"
+    node.write_text(yaml.safe_dump({"tttkd_adapt": {"ros__parameters": section}}))
+    settings = settings_from_file(node)
+    inputs = InputTopics.remapped(CAMERAS, dict(r.split(":=") for r in REMAPS), CAMERAS)
+    # the parameter way takes the camera extrinsics from the bag's tf (base_link -> camera)
+    frames = load_frames(bag=bag, cameras=CAMERAS, inputs=inputs,
+                         sensor_frame=settings.sensor_frame if settings.use_tf else "",
+                         cloud_to_sensor=settings.cloud_to_sensor)
+    for got, want in zip(frames, drive):
+        assert got.frame.frame_id == "base_link"
+        np.testing.assert_allclose(got.frame.points[:, :3], want.points[:, :3], atol=1e-4)
+        for view, truth in zip(got.frame.cameras, want.cameras):
+            np.testing.assert_allclose(view.T_cam_lidar, truth.T_cam_lidar, atol=1e-9)

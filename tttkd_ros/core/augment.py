@@ -1,4 +1,5 @@
-"""Training augmentations applied to the points and, consistently, to the projection.
+"""Transforms applied to the points and, consistently, to the projection: the training
+augmentations, and a cloud moved into the sensor frame the model was trained in.
 
 A rigid-plus-scale transform A moves the points (p' = A p); a camera that saw p now sees
 p' through T_cam_lidar' = T_cam_lidar @ A^-1, so the KD targets stay on the same pixels.
@@ -7,9 +8,11 @@ Jitter is per-point noise and is deliberately not propagated (it is noise, not m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from .frame import Frame
 
 
 @dataclass
@@ -33,9 +36,10 @@ def random_transform(cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray
     return A
 
 
-def apply_transform(points: np.ndarray, A: np.ndarray, jitter_m: float,
-                    rng: np.random.Generator) -> np.ndarray:
-    """points: (N, 4) x, y, z, intensity -> transformed copy, intensity untouched."""
+def apply_transform(points: np.ndarray, A: np.ndarray, jitter_m: float = 0.0,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+    """points: (N, 4) x, y, z, intensity -> transformed copy, intensity untouched (rng: for
+    the jitter, needed when jitter_m > 0)."""
     out = points.astype(np.float32, copy=True)
     out[:, :3] = points[:, :3] @ A[:3, :3].T.astype(np.float32) + A[:3, 3].astype(np.float32)
     if jitter_m > 0:
@@ -46,3 +50,13 @@ def apply_transform(points: np.ndarray, A: np.ndarray, jitter_m: float,
 def moved_extrinsic(T_cam_lidar: np.ndarray, A: np.ndarray) -> np.ndarray:
     """The camera extrinsic that sees the transformed points where it saw the originals."""
     return np.asarray(T_cam_lidar, dtype=np.float64) @ np.linalg.inv(A)
+
+
+def moved_frame(frame: Frame, A: np.ndarray) -> Frame:
+    """The frame with its points moved by A (e.g. from Autoware's base_link cloud into the
+    LiDAR frame a model was trained in) and every camera seeing them where it saw them; the
+    frame itself when A is the identity."""
+    if np.array_equal(A, np.eye(4)):
+        return frame
+    cameras = [replace(v, T_cam_lidar=moved_extrinsic(v.T_cam_lidar, A)) for v in frame.cameras]
+    return replace(frame, points=apply_transform(frame.points, A), cameras=cameras)

@@ -35,12 +35,14 @@ from rosbags.interfaces import (
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from ..core.augment import moved_frame
 from ..core.frame import CameraView, Frame
 from .convert import (
     ConversionError,
     any_image_to_rgb,
     array_to_image,
     camera_info_to_calib,
+    camera_view,
     check_image_matches_info,
     pointcloud2_to_xyzi,
     xyzi_fields_to_pointcloud2,
@@ -370,8 +372,11 @@ class _Extrinsics:
                            "T_cam_lidar}") from err
 
 
-def _build(path: str | Path, synced: SyncedFrame, extrinsics: _Extrinsics) -> Frame:
-    """The engine's Frame from a synchronised cloud and its camera pairs (as the node does)."""
+def _build(path: str | Path, synced: SyncedFrame, extrinsics: _Extrinsics,
+           rectified: Collection[str], sensor: tuple[str, np.ndarray | None]) -> Frame:
+    """The engine's Frame from a synchronised cloud and its camera pairs (as the node does);
+    `rectified`: the cameras whose images are rectified; `sensor`: (the LiDAR frame the model
+    expects, looked up in the bag's tf, or "" and T_sensor_cloud or None)."""
     header, where = synced.cloud.header, f"{path} at stamp {synced.stamp_ns}"
     try:
         cloud = pointcloud2_to_xyzi(synced.cloud)
@@ -383,16 +388,23 @@ def _build(path: str | Path, synced: SyncedFrame, extrinsics: _Extrinsics) -> Fr
             continue
         try:
             rgb = any_image_to_rgb(pair.image)
-            calib = camera_info_to_calib(pair.info)
+            calib = camera_info_to_calib(pair.info, cam in rectified)
             check_image_matches_info(rgb.shape[:2], calib)
         except ConversionError as err:
             raise BagError(f"{where}: camera '{cam}': {err}") from err
         camera_frame = str(pair.image.header.frame_id)
         T = extrinsics.get(cam, camera_frame, str(header.frame_id), synced.stamp_ns)
-        views.append(CameraView(name=cam, image=rgb, K=calib.K, T_cam_lidar=T, D=calib.D,
-                                distortion_model=calib.distortion_model, frame_id=camera_frame))
-    return Frame(points=cloud.points, cameras=views, stamp_ns=synced.stamp_ns,
-                 frame_id=str(header.frame_id), intensity_max=cloud.intensity_max)
+        views.append(camera_view(cam, rgb, calib, T, camera_frame))
+    frame = Frame(points=cloud.points, cameras=views, stamp_ns=synced.stamp_ns,
+                  frame_id=str(header.frame_id), intensity_max=cloud.intensity_max)
+    sensor_frame, to_sensor = sensor
+    if sensor_frame and sensor_frame != frame.frame_id:
+        try:
+            to_sensor = extrinsics.tree.lookup(sensor_frame, frame.frame_id, synced.stamp_ns)
+        except TfLookupError as err:
+            raise BagError(f"{where}: no transform from the cloud's frame into sensor_frame "
+                           f"'{sensor_frame}' in the bag's tf: {err}") from err
+    return frame if to_sensor is None else moved_frame(frame, to_sensor)
 
 
 def _labels_for(path: str | Path, frame: Frame, msg: Any | None, required: bool
@@ -421,13 +433,17 @@ def _stamp(msg: Any) -> int:
 def read_bag_frames(path: str | Path, cameras: Iterable[str] = ("camera",),
                     slop_s: float = 0.05, timeout_s: float = 0.2, queue_size: int = 10,
                     extrinsics: Mapping[str, np.ndarray] | None = None,
-                    require_labels: bool = False, inputs: InputTopics | None = None
-                    ) -> Iterator[LabeledFrame]:
+                    require_labels: bool = False, inputs: InputTopics | None = None,
+                    rectified: Collection[str] = (), sensor_frame: str = "",
+                    cloud_to_sensor: np.ndarray | None = None) -> Iterator[LabeledFrame]:
     """Frames of a bag in stamp order, paired by the node's FrameSynchronizer.
 
     cameras: camera namespaces; empty for LiDAR only. inputs: the bag topics of the cloud
     and of each camera's image (Image or CompressedImage) and CameraInfo (default /points,
-    /CAM/image, /CAM/camera_info).
+    /CAM/image, /CAM/camera_info). rectified: cameras whose images are rectified (projected
+    with CameraInfo R and P, no distortion; the others with K and D). A cloud not in the
+    LiDAR frame the model expects is moved into it: into `sensor_frame` through the bag's
+    tf, or by `cloud_to_sensor` (T_sensor_cloud); the extrinsics are the cloud frame's.
     extrinsics: camera -> 4 x 4 T_cam_lidar; cameras not given use the bag's tf tree
     (/tf_static, and /tf at the cloud's stamp), through any chain of frames. A frame
     whose camera has no image within slop_s goes on without that camera (as in the node).
@@ -446,7 +462,8 @@ def read_bag_frames(path: str | Path, cameras: Iterable[str] = ("camera",),
     if require_labels:
         wanted[LABELS_TOPIC] = (CLOUD_TYPE,)
     untold = [cam for cam in cameras if cam not in given]
-    tf_topics = [t for t in (TF_STATIC_TOPIC, TF_TOPIC) if untold and t in topics]
+    tf_topics = [t for t in (TF_STATIC_TOPIC, TF_TOPIC)
+                 if (untold or sensor_frame) and t in topics]
     wanted.update(dict.fromkeys(tf_topics, (TF_TYPE,)))
     if require_labels and LABELS_TOPIC not in topics:
         raise BagError(f"{path} has no ground truth: missing labels topic {LABELS_TOPIC} "
@@ -471,7 +488,7 @@ def read_bag_frames(path: str | Path, cameras: Iterable[str] = ("camera",),
     def release(until_ns: int | None) -> Iterator[LabeledFrame]:
         while ready and (until_ns is None or ready[0].stamp_ns + hold < until_ns):
             synced = ready.popleft()
-            frame = _build(path, synced, tf)
+            frame = _build(path, synced, tf, rectified, (sensor_frame, cloud_to_sensor))
             labels = _labels_for(path, frame, truth.pop(synced.stamp_ns, None), require_labels)
             for stamp in [s for s in truth if s < synced.stamp_ns]:  # clouds sync dropped
                 del truth[stamp]

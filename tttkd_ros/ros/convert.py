@@ -5,7 +5,13 @@ attributes, so rclpy messages and rosbags' dataclasses both work; messages are b
 class passed in (default: sensor_msgs.msg, imported when first needed). The code lives in
 pointcloud.py, image.py and camera_info.py; every documented rejection is a ConversionError.
 """
-from tttkd_ros.ros.camera_info import CameraCalib, camera_info_to_calib, check_image_matches_info
+from tttkd_ros.ros.camera_info import (
+    CameraCalib,
+    camera_info_to_calib,
+    camera_view,
+    check_image_matches_info,
+    rectified_from_topic,
+)
 from tttkd_ros.ros.convert_base import ConversionError
 from tttkd_ros.ros.image import any_image_to_rgb, array_to_image, compressed_to_rgb, image_to_rgb
 from tttkd_ros.ros.pointcloud import (
@@ -22,10 +28,12 @@ __all__ = [
     "any_image_to_rgb",
     "array_to_image",
     "camera_info_to_calib",
+    "camera_view",
     "check_image_matches_info",
     "compressed_to_rgb",
     "image_to_rgb",
     "pack_rgb",
     "pointcloud2_to_xyzi",
+    "rectified_from_topic",
     "xyzi_fields_to_pointcloud2",
 ]

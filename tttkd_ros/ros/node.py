@@ -32,6 +32,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
+from ..core.augment import moved_frame
 from ..core.device.selection import resolve_device
 from ..core.frame import UNLABELED, CameraView, Frame, FrameStats
 from ..core.intensity import out_of_range, scale_factor
@@ -41,8 +42,10 @@ from .convert import (
     ConversionError,
     any_image_to_rgb,
     camera_info_to_calib,
+    camera_view,
     check_image_matches_info,
     pointcloud2_to_xyzi,
+    rectified_from_topic,
 )
 from .dds_env import keep_dds_local, use_large_message_profile
 from .diagnostics import DefectLog, DiagnosticsReporter, Health, process_rss_mb
@@ -90,6 +93,7 @@ class AdaptNode(Node):
         self.reporter = DiagnosticsReporter(self.get_name(), hardware_id=str(device))
         self.extrinsics = Extrinsics(s.extrinsics, self._tf_source())
         self.sync = FrameSynchronizer(s.cameras, s.slop, s.queue_size, s.sync_timeout)
+        self.rectified: dict[str, bool] = {}  # camera -> image is rectified; _make_interfaces
         self.sync_lock = threading.Lock()
         self.defects = DefectLog(self.health, LOG_THROTTLE_S)
         # a cloud older than the newest by more than this is a clock jump for the sync
@@ -128,10 +132,15 @@ class AdaptNode(Node):
                                  callback_group=group)
         for cam in s.cameras:
             compressed = s.camera_transports[cam] == "compressed"
-            self.create_subscription(
+            image = self.create_subscription(
                 CompressedImage if compressed else Image,
                 f"{cam}/image/compressed" if compressed else f"{cam}/image",
                 partial(self._on_image, cam), qin, callback_group=group)
+            self.rectified[cam] = rectified_from_topic(s.camera_rectified[cam], image.topic_name)
+            kind = ("rectified image (CameraInfo R, P)" if self.rectified[cam]
+                    else "raw image (CameraInfo K, D)")
+            self.get_logger().info(f"camera '{cam}': {image.topic_name} is projected as a "
+                                   f"{kind} ({cam}.rectified: {s.camera_rectified[cam]})")
             self.create_subscription(CameraInfo, f"{cam}/camera_info",
                                      partial(self._on_camera_info, cam), qin,
                                      callback_group=group)
@@ -231,7 +240,10 @@ class AdaptNode(Node):
                     image_headers[cam] = pair.image.header
         frame = Frame(points=cloud.points, cameras=views, stamp_ns=synced.stamp_ns,
                       frame_id=header.frame_id, intensity_max=cloud.intensity_max)
-        pred = self.engine.process(frame)
+        to_sensor = self._cloud_to_sensor(header.frame_id, synced.stamp_ns)
+        if to_sensor is None:
+            return  # the defect is logged: a cloud in the wrong frame would be mislabeled
+        pred = self.engine.process(moved_frame(frame, to_sensor))  # outputs: the cloud's own
         if "points_subsampled" in pred.stats.events:
             defects.append(self._defect(
                 "points", f"{len(cloud.points)} points, over max_points "
@@ -258,6 +270,20 @@ class AdaptNode(Node):
             cameras=[v.name for v in views], lidar_only=not views, dropped=self.worker.dropped,
             enabled=e.enabled, mode=e.cfg.mode, resets=e.resets,
             event_counts=dict(e.event_counts), input_defects=defects))
+
+    def _cloud_to_sensor(self, cloud_frame: str, stamp: int) -> np.ndarray | None:
+        """T_sensor_cloud: into the LiDAR frame the model was trained in, by tf2 when
+        `sensor_frame` is set and use_tf is on, else cloud_to_sensor; None (a defect of the
+        cloud) when tf2 has no transform."""
+        s = self.settings
+        tf = self.extrinsics.tf
+        if not s.sensor_frame or tf is None or cloud_frame == s.sensor_frame:
+            return s.cloud_to_sensor
+        try:
+            return tf.lookup(s.sensor_frame, cloud_frame, stamp)
+        except ExtrinsicsError as exc:
+            self._defect("points", f"{exc} (sensor_frame '{s.sensor_frame}'); cloud skipped")
+            return None
 
     def _warn_intensity(self, cloud: CloudArrays) -> None:
         """Once: the input's intensity, scaled, still disagrees with the checkpoint's (say by
@@ -324,7 +350,7 @@ class AdaptNode(Node):
             defects.append(self._defect(f"{cam}/image", f"{exc}{unused}"))
             return None
         try:
-            calib = camera_info_to_calib(pair.info)
+            calib = camera_info_to_calib(pair.info, self.rectified[cam])
             check_image_matches_info(rgb.shape[:2], calib)
         except ConversionError as exc:
             defects.append(self._defect(f"{cam}/camera_info", f"{exc}{unused}"))
@@ -334,8 +360,7 @@ class AdaptNode(Node):
         except ExtrinsicsError as exc:
             defects.append(self._defect(f"{cam}/extrinsics", f"{exc}{unused}"))
             return None
-        return CameraView(name=cam, image=rgb, K=calib.K, T_cam_lidar=T, D=calib.D,
-                          distortion_model=calib.distortion_model, frame_id=camera_frame)
+        return camera_view(cam, rgb, calib, T, camera_frame)
 
     def _record(self, stats: FrameStats, views: list[CameraView]) -> None:
         h, e = self.health, self.engine

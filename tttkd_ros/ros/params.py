@@ -38,6 +38,9 @@ RELIABILITY = ("reliable", "best_effort")
 # how a camera's images arrive: sensor_msgs/Image on CAM/image, or sensor_msgs/CompressedImage
 # (JPEG / PNG) on CAM/image/compressed, image_transport's name for it
 TRANSPORTS = ("raw", "compressed")
+# whether a camera's image is rectified (project with R and P) or raw (K and D); auto: its
+# topic is named like image_proc's rectified outputs (image_rect, image_rect_color)
+RECTIFIED = ("auto", "true", "false")
 _ADAPT, _TEACHER = AdaptConfig(), TeacherConfig()
 
 
@@ -187,6 +190,14 @@ GENERAL: dict[str, Spec] = {
                             "before the model; 0 = auto: the checkpoint's intensity range over "
                             "the input's (an integer field's full range, else 1, 255 or 65535, "
                             "whichever holds the cloud's largest value).", 0.0, 1e6),
+    "sensor_frame": Spec("", "The LiDAR frame the model was trained in, when clouds arrive in "
+                         "another (e.g. Autoware's base_link): with use_tf the cloud is moved "
+                         "into it by tf2 at its stamp. Empty = by cloud_to_sensor.xyz/quat."),
+    "cloud_to_sensor.xyz": Spec([0.0, 0.0, 0.0], "Translation (m) of the transform from the "
+                                "cloud's frame to the LiDAR sensor frame the model expects "
+                                "(identity: the cloud is in the sensor frame)."),
+    "cloud_to_sensor.quat": Spec([0.0, 0.0, 0.0, 1.0], "Rotation (x, y, z, w) of that "
+                                 "transform."),
     "lidar_frame": Spec("", "The cloud frame_id the camera extrinsics are for; a cloud in "
                         "another frame is processed without cameras. Empty = any."),
 }
@@ -199,16 +210,20 @@ FORWARD_CAMERA_QUAT = [0.5, -0.5, 0.5, 0.5]
 
 def camera_specs(camera: str) -> dict[str, Spec]:
     return {
-        f"{camera}.xyz": Spec([0.0, 0.0, 0.0], f"Translation (m) of the LiDAR -> '{camera}' "
-                              "optical frame transform."),
+        f"{camera}.xyz": Spec([0.0, 0.0, 0.0], f"Translation (m) of the transform from the "
+                              f"cloud's frame to the '{camera}' optical frame."),
         f"{camera}.quat": Spec(list(FORWARD_CAMERA_QUAT), f"Rotation (x, y, z, w) of the "
-                               f"LiDAR -> '{camera}' optical frame transform."),
+                               f"cloud's frame -> '{camera}' optical frame transform."),
         f"{camera}.frame_id": Spec("", f"The image frame_id the '{camera}' extrinsic is for; "
                                    "an image in another frame is not used. Empty = any."),
         f"{camera}.transport": Spec("raw", f"How '{camera}' images arrive: raw "
                                     f"(sensor_msgs/Image on {camera}/image) or compressed "
                                     f"(JPEG/PNG sensor_msgs/CompressedImage on "
                                     f"{camera}/image/compressed)" + _choice(TRANSPORTS)),
+        f"{camera}.rectified": Spec("auto", f"Whether '{camera}' images are rectified "
+                                    "(projected with CameraInfo R and P, no distortion) or raw "
+                                    "(K and D); auto: rectified when the image topic is named "
+                                    "image_rect..." + _choice(RECTIFIED)),
     }
 
 
@@ -246,7 +261,9 @@ class NodeSettings:
     checkpoint: str
     device: str
     cameras: list[str]
-    extrinsics: dict[str, np.ndarray]  # camera -> 4 x 4 T_cam_lidar
+    extrinsics: dict[str, np.ndarray]  # camera -> 4 x 4 T_cam_cloud (the cloud's frame)
+    sensor_frame: str  # "" = cloud_to_sensor moves the cloud into the model's sensor frame
+    cloud_to_sensor: np.ndarray  # 4 x 4 T_sensor_cloud
     use_tf: bool
     tf_timeout: float
     tf_static: bool
@@ -262,6 +279,7 @@ class NodeSettings:
     lidar_frame: str  # "" = any
     camera_frames: dict[str, str]  # camera -> expected image frame_id, "" = any
     camera_transports: dict[str, str]  # camera -> "raw" | "compressed"
+    camera_rectified: dict[str, str]  # camera -> "auto" | "true" | "false"
 
 
 def declare_and_read(node: Node) -> NodeSettings:
@@ -292,15 +310,20 @@ def settings_from_values(v: dict[str, Any], cameras: list[str]) -> NodeSettings:
             raise ValueError(f"invalid {key}: {v[key]!r}{_choice(RELIABILITY)}")
     extrinsics = {}
     for cam in cameras:
-        if v[f"{cam}.transport"] not in TRANSPORTS:
-            raise ValueError(f"invalid {cam}.transport: {v[f'{cam}.transport']!r}"
-                             f"{_choice(TRANSPORTS)}")
+        for key, options in (("transport", TRANSPORTS), ("rectified", RECTIFIED)):
+            if v[f"{cam}.{key}"] not in options:
+                raise ValueError(f"invalid {cam}.{key}: {v[f'{cam}.{key}']!r}{_choice(options)}")
         try:
             extrinsics[cam] = extrinsic_matrix(v[f"{cam}.xyz"], v[f"{cam}.quat"])
         except ValueError as exc:
             raise ValueError(f"camera '{cam}' extrinsic: {exc}") from exc
+    try:
+        cloud_to_sensor = extrinsic_matrix(v["cloud_to_sensor.xyz"], v["cloud_to_sensor.quat"])
+    except ValueError as exc:
+        raise ValueError(f"cloud_to_sensor: {exc}") from exc
     return NodeSettings(
         checkpoint=v["checkpoint"], device=v["device"], cameras=cameras, extrinsics=extrinsics,
+        sensor_frame=v["sensor_frame"], cloud_to_sensor=cloud_to_sensor,
         use_tf=v["use_tf"], tf_timeout=v["tf_timeout"], tf_static=v["tf_static"],
         slop=v["sync.slop"], queue_size=v["sync.queue_size"], sync_timeout=v["sync.timeout"],
         adapt=adapt, enabled=v["adaptation.enabled"], teacher=teacher,
@@ -309,6 +332,7 @@ def settings_from_values(v: dict[str, Any], cameras: list[str]) -> NodeSettings:
         palette=v["palette"], lidar_frame=v["lidar_frame"],
         camera_frames={cam: v[f"{cam}.frame_id"] for cam in cameras},
         camera_transports={cam: v[f"{cam}.transport"] for cam in cameras},
+        camera_rectified={cam: v[f"{cam}.rectified"] for cam in cameras},
     )
 
 

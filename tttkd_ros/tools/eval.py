@@ -20,6 +20,7 @@ from tttkd_ros.core.device.selection import resolve_device
 from tttkd_ros.core.model.checkpoint import load_checkpoint
 from tttkd_ros.ros.bag import BagError, InputTopics
 from tttkd_ros.ros.bag_outputs import open_output_bag
+from tttkd_ros.ros.camera_info import rectified_from_topic
 from tttkd_ros.ros.param_file import settings_from_file
 from tttkd_ros.tools.evaluation import evaluate, load_frames, mode_configs
 from tttkd_ros.tools.report import write_report
@@ -182,13 +183,20 @@ def _evaluate(args: argparse.Namespace) -> dict:
     compressed = [c for c in cameras
                   if node is not None and node.camera_transports.get(c) == "compressed"]
     inputs = InputTopics.remapped(cameras, parse_remaps(args.remap), compressed)
+    rectified = [c for c in cameras if rectified_from_topic(
+        node.camera_rectified.get(c, "auto") if node is not None else "auto", inputs.image(c))]
     slop = args.slop if args.slop is not None else node.slop if node is not None else 0.05
-    sync = {"timeout_s": node.sync_timeout, "queue_size": node.queue_size} if node else {}
+    options: dict[str, Any] = {}  # what the node's parameter file sets for reading the bag
+    if node is not None:
+        options = {"timeout_s": node.sync_timeout, "queue_size": node.queue_size,
+                   # a cloud in another frame than the model's, moved as the node moves it
+                   "sensor_frame": node.sensor_frame if node.use_tf else "",
+                   "cloud_to_sensor": node.cloud_to_sensor}
     extrinsics = None if node is None or node.use_tf else {
         c: node.extrinsics[c] for c in cameras if c in node.extrinsics}
     frames = load_frames(bag=args.bag, data=args.data, sequence=args.sequence,
                          max_frames=args.max_frames, cameras=cameras, slop_s=slop,
-                         inputs=inputs, extrinsics=extrinsics, **sync)
+                         inputs=inputs, extrinsics=extrinsics, rectified=rectified, **options)
     with open_output_bag(args.write_bag) if args.write_bag else nullcontext() as outputs:
         if outputs is not None:
             outputs.write_inputs(frames)
@@ -196,7 +204,8 @@ def _evaluate(args: argparse.Namespace) -> dict:
                           progress=not args.no_progress,
                           sink=None if outputs is None else outputs.write_prediction)
     result["config"].update(source=args.bag or f"{args.data} sequence {args.sequence}",
-                            cameras=cameras, slop_s=slop, params=args.params or None,
+                            cameras=cameras, rectified=rectified, slop_s=slop,
+                            params=args.params or None,
                             topics={"points": inputs.points, "images": dict(inputs.images),
                                     "infos": dict(inputs.infos)})
     return result

@@ -79,9 +79,13 @@ def load_frames(bag: str | Path | None = None, data: str | Path | None = None,
                 cameras: Sequence[str] = ("camera",), slop_s: float = 0.05,
                 timeout_s: float = 0.2, queue_size: int = 10,
                 inputs: InputTopics | None = None,
-                extrinsics: Mapping[str, np.ndarray] | None = None) -> list[LabeledFrame]:
+                extrinsics: Mapping[str, np.ndarray] | None = None,
+                rectified: Sequence[str] = (), sensor_frame: str = "",
+                cloud_to_sensor: np.ndarray | None = None) -> list[LabeledFrame]:
     """Frames of a rosbag2 bag (paired by the node's synchronizer; `inputs`: its topics,
-    `extrinsics`: camera -> T_cam_lidar instead of the bag's tf) or of a SemanticKITTI-layout
+    `extrinsics`: camera -> T_cam_lidar instead of the bag's tf; `rectified`: cameras whose
+    images are rectified; `sensor_frame` / `cloud_to_sensor`: read_bag_frames') or of a
+    SemanticKITTI-layout
     sequence, at most `max_frames` (0 = all).
 
     A bag with the ground-truth topic must have labels for every frame (a gap would skew
@@ -94,7 +98,8 @@ def load_frames(bag: str | Path | None = None, data: str | Path | None = None,
     if bag is not None:
         labeled = LABELS_TOPIC in topic_info(bag)
         frames = read_bag_frames(bag, cameras, slop_s, timeout_s, queue_size, extrinsics,
-                                 require_labels=labeled, inputs=inputs)
+                                 require_labels=labeled, inputs=inputs, rectified=rectified,
+                                 sensor_frame=sensor_frame, cloud_to_sensor=cloud_to_sensor)
         return list(itertools.islice(frames, limit))
     from tttkd_ros.data.kitti import read_sequence  # only this source needs the data layer
 
