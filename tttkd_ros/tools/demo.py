@@ -36,6 +36,7 @@ ADAPT_MODE = "kd+ocl"
 # second, so the demo lets it finish (it shows the method, not real time on a CPU).
 BUDGET_MS_CUDA = 100.0
 BUDGET_MS_CPU = 60000.0
+LOCKSTEP_SYNC_TIMEOUT_S = 10.0  # the player sends every image: wait for it on a busy machine
 # On a small, busy CPU torch's OpenMP pool spin-waits on spconv's many tiny GEMMs; one
 # thread was ~10x faster on this project's 2-core machine (training 98 s -> 9 s).
 CPU_THREADS = 1
@@ -180,6 +181,9 @@ def node_parameters(checkpoint: Path, truth: Truth, settings: demo_assets.DemoSe
     params: dict[str, Any] = {
         "checkpoint": str(checkpoint), "use_sim_time": True,
         "qos.input.reliability": "reliable",  # lockstep: no frame may be lost
+        # lockstep: every frame's image comes; on a loaded machine it may come later than
+        # the 0.2 s a live camera gets, and a frame gone LiDAR-only would change the table
+        "sync.timeout": LOCKSTEP_SYNC_TIMEOUT_S,
         "teacher.name": settings.teacher, "teacher.image_height": settings.teacher_height,
         "adaptation.mode": ADAPT_MODE,
         "adaptation.budget_ms": BUDGET_MS_CPU if cpu else BUDGET_MS_CUDA,
