@@ -458,6 +458,12 @@ def main(args: list[str] | None = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        # Ctrl-C's handler shuts the context down while the executor may be building its
+        # wait set, which then raises RCLError instead of ExternalShutdownException (a known
+        # rclpy race, ros2/rclpy#398): a clean stop. Any other error while running is real.
+        if rclpy.ok():
+            raise
     finally:
         executor.shutdown()
         node.destroy_node()
