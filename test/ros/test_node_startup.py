@@ -104,10 +104,14 @@ def test_start_up_failure_says_what_to_do_and_exits_1(table, node_params, capfd,
 
 
 def test_the_executable_exits_1_without_a_traceback(table, node_params, tmp_path) -> None:
+    """Also: the node leaves DDS discovery to the environment it is started in (this test
+    runs inside the loopback-only namespace, so nothing leaves the machine either way)."""
     change, phrases = table["damaged checkpoint"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
     done = subprocess.run([*node_command(), *ros_args({**node_params, **change})], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=START_TIMEOUT_S,
                           check=False)
     check_failure(done.returncode, done.stdout + done.stderr, phrases)
+    assert "DDS discovery: ROS_AUTOMATIC_DISCOVERY_RANGE unset" in done.stdout + done.stderr

@@ -12,13 +12,24 @@ FAST_DDS_RMWS = ("rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp")  # Jazzy's defa
 
 
 def keep_dds_local() -> None:
-    """Default ROS_AUTOMATIC_DISCOVERY_RANGE to LOCALHOST; call before rclpy.init().
+    """Default ROS_AUTOMATIC_DISCOVERY_RANGE to LOCALHOST; call before rclpy.init(). For the
+    demo and the soak, which talk only to a node they start; the node itself leaves
+    discovery to its user's environment, as any ROS node does.
 
     The rmw layer reads the variable when a context starts, so setting it later has no effect.
     An explicit user setting (or the older ROS_LOCALHOST_ONLY) is left alone.
     """
     if "ROS_AUTOMATIC_DISCOVERY_RANGE" not in os.environ and "ROS_LOCALHOST_ONLY" not in os.environ:
         os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+
+
+def discovery_summary() -> str:
+    """The DDS discovery range this process starts with, for the start-up log line."""
+    for variable in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY"):
+        if os.environ.get(variable):
+            return f"{variable}={os.environ[variable]}"
+    return ("ROS_AUTOMATIC_DISCOVERY_RANGE unset: the ROS default (SUBNET), peers on this "
+            "host's networks are found")
 
 
 def use_large_message_profile() -> str | None:

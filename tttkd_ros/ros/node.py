@@ -47,7 +47,7 @@ from .convert import (
     pointcloud2_to_xyzi,
     rectified_from_topic,
 )
-from .dds_env import keep_dds_local, use_large_message_profile
+from .dds_env import discovery_summary, use_large_message_profile
 from .diagnostics import DefectLog, DiagnosticsReporter, Health, process_rss_mb
 from .extrinsics import Extrinsics, ExtrinsicsError, TfExtrinsics, tf_available
 from .outputs import colored_cloud, labeled_cloud, mask_color_image, mask_image, stats_message
@@ -440,11 +440,12 @@ class AdaptNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Console script `adapt_node`; ROS arguments (--ros-args ...) come from sys.argv."""
-    keep_dds_local()
-    profile = use_large_message_profile()
+    profile = use_large_message_profile()  # discovery stays as the user's environment says
     rclpy.init(args=args)
+    log = get_logger(NODE_NAME)
+    log.info(f"DDS discovery: {discovery_summary()}")
     if profile:
-        get_logger(NODE_NAME).info(f"Fast DDS profile: {profile}")
+        log.info(f"Fast DDS profile: {profile}")
     try:
         node = AdaptNode()
     except (ValueError, FileNotFoundError, RuntimeError, ParameterException) as exc:
