@@ -133,3 +133,25 @@ def test_diagnostics_warn_about_a_random_teacher(adapt, rig) -> None:
     assert rig.wait_until(lambda: teacher_status() is not None, timeout=10.0)
     status = teacher_status()
     assert status.level == status.WARN and "RANDOM" in status.message
+
+
+def test_tent_and_ocl_on_the_robot_run_with_their_measured_settings(adapt, rig) -> None:
+    """The presets the benchmark measured (core MODE_PRESETS) apply when the mode changes at
+    run time, go away with it, and can be switched off."""
+    from tttkd_ros.core.config import MODE_PRESETS
+
+    (result,) = rig.set_parameters("tttkd_adapt", {"adaptation.mode": "tent"})
+    assert result.successful
+    assert rig.wait_until(lambda: adapt.engine.cfg.mode == "tent", 10.0)
+    for key, value in MODE_PRESETS["tent"].items():
+        assert getattr(adapt.engine.cfg, key) == value
+    assert adapt.get_parameter("adaptation.lr").value == 1e-2  # the parameter is untouched
+    (result,) = rig.set_parameters("tttkd_adapt", {"adaptation.use_mode_presets": False})
+    assert result.successful
+    assert rig.wait_until(lambda: adapt.engine.cfg.lr == 1e-2, 10.0)
+    assert adapt.engine.cfg.params == "backbone" and adapt.engine.cfg.mode == "tent"
+    back = rig.set_parameters("tttkd_adapt", {"adaptation.mode": "kd+ocl",
+                                              "adaptation.use_mode_presets": True})
+    assert all(r.successful for r in back)
+    assert rig.wait_until(lambda: adapt.engine.cfg.mode == "kd+ocl", 10.0)
+    assert adapt.engine.cfg.lr == 1e-2 and adapt.engine.cfg.w_ocl == 0.1

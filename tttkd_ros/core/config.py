@@ -5,7 +5,7 @@ defaults.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from .labels import CLASS_NAMES
 
@@ -130,3 +130,19 @@ class AdaptConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"invalid adaptation.{name}: {getattr(self, name)!r}")
+
+
+# Each baseline with its own best setting on the validation drives (README, "Does adaptation
+# help?"): what `mode: tent` and `mode: ocl` run with on the robot, in eval and in the bench
+# unless told otherwise. TENT: entropy minimisation on the batch-norm affine parameters,
+# normalising with the current cloud's statistics (Wang et al., ICLR 2021). OCL alone: its
+# loss at full weight with a smaller step (kd+ocl's 0.1 is OCL as a regulariser of KD).
+MODE_PRESETS: dict[str, dict[str, object]] = {
+    "tent": {"params": "backbone_bn", "bn_prior": 0.0, "lr": 3e-4},
+    "ocl": {"w_ocl": 1.0, "lr": 3e-4},
+}
+
+
+def with_mode_preset(cfg: AdaptConfig) -> AdaptConfig:
+    """`cfg` with its mode's measured settings (MODE_PRESETS) in place of its own."""
+    return replace(cfg, **MODE_PRESETS.get(cfg.mode, {}))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from dataclasses import fields, replace
 from functools import partial
 
 import numpy as np
@@ -33,6 +34,7 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
 from ..core.augment import moved_frame
+from ..core.config import MODE_PRESETS, AdaptConfig
 from ..core.device.selection import resolve_device
 from ..core.frame import UNLABELED, CameraView, Frame, FrameStats
 from ..core.intensity import out_of_range, scale_factor
@@ -56,6 +58,7 @@ from .params import (
     AdaptationUpdate,
     adaptation_update,
     declare_and_read,
+    effective_adaptation,
     parse_palette,
 )
 from .sync import CameraPair, FrameSynchronizer, SyncedFrame
@@ -79,7 +82,10 @@ class AdaptNode(Node):
         s = self.settings = declare_and_read(self)
         device = resolve_device(s.device)
         t0 = time.perf_counter()
-        loaded = load_engine(s.checkpoint, s.adapt, s.teacher, device)
+        # the parameters' adaptation settings; the engine runs them with the mode's preset
+        self.configured, self.mode_presets = s.adapt, s.mode_presets
+        loaded = load_engine(s.checkpoint, effective_adaptation(s.adapt, s.mode_presets),
+                             s.teacher, device)
         self.engine = loaded.engine
         palette = parse_palette(s.palette, len(loaded.class_names))
         self.palette = loaded.palette if palette is None else palette
@@ -110,7 +116,7 @@ class AdaptNode(Node):
         self.get_logger().info(
             f"ready: {s.checkpoint} on {device}, loaded and warmed up in {load_s:.1f} s; "
             f"cameras {s.cameras}, mode {s.adapt.mode}, adaptation "
-            f"{'on' if s.enabled else 'off'}, budget {s.adapt.budget_ms} ms")
+            f"{'on' if s.enabled else 'off'}, budget {s.adapt.budget_ms} ms{self._preset_note()}")
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -421,21 +427,31 @@ class AdaptNode(Node):
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         try:
-            update = adaptation_update(params, self.engine.cfg)
+            update = adaptation_update(params, self.configured)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         if update:
             self.worker.exclusive(lambda: self._apply(update))
         return SetParametersResult(successful=True)
 
+    def _preset_note(self) -> str:
+        preset = MODE_PRESETS.get(self.configured.mode) if self.mode_presets else None
+        return f"; the {self.configured.mode} preset: {preset}" if preset else ""
+
     def _apply(self, update: AdaptationUpdate) -> None:
-        if update.changes:
-            self.engine.configure(**update.changes)
+        self.configured = replace(self.configured, **update.changes)
+        if update.mode_presets is not None:
+            self.mode_presets = update.mode_presets
+        target = effective_adaptation(self.configured, self.mode_presets)
+        changes = {f.name: getattr(target, f.name) for f in fields(AdaptConfig)
+                   if getattr(target, f.name) != getattr(self.engine.cfg, f.name)}
+        if changes:
+            self.engine.configure(**changes)
             self.health.mode = self.engine.cfg.mode
         if update.enabled is not None:
             self.engine.enabled = update.enabled
             self.health.enabled = update.enabled
-        self.get_logger().info(f"adaptation updated: {update}")
+        self.get_logger().info(f"adaptation updated: {update}{self._preset_note()}")
 
 
 def main(args: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from ..core.config import (
     TEACHER_DIMS,
     AdaptConfig,
     TeacherConfig,
+    with_mode_preset,
 )
 from .extrinsics import extrinsic_matrix
 
@@ -89,6 +90,10 @@ ADAPTATION: dict[str, Spec] = {
     "enabled": Spec(True, "Adapt the model on each frame; false = inference only.",
                     read_only=False),
     "mode": Spec(_ADAPT.mode, "Self-supervised objective" + _choice(MODES), read_only=False),
+    "use_mode_presets": Spec(True, "Run tent and ocl with the settings measured for them "
+                             "(they replace lr, params, bn_prior, w_ocl; see the README); "
+                             "false = these parameters as given, for every mode.",
+                             read_only=False),
     "protocol": Spec(_ADAPT.protocol, "continual keeps updates across frames; episodic "
                      "restores the source weights after every frame" + _choice(PROTOCOLS),
                      read_only=False),
@@ -270,7 +275,8 @@ class NodeSettings:
     slop: float
     queue_size: int
     sync_timeout: float
-    adapt: AdaptConfig
+    adapt: AdaptConfig  # as the parameters say; the engine runs effective_adaptation(...)
+    mode_presets: bool
     enabled: bool
     teacher: TeacherConfig
     qos_in: QosSettings
@@ -326,7 +332,8 @@ def settings_from_values(v: dict[str, Any], cameras: list[str]) -> NodeSettings:
         sensor_frame=v["sensor_frame"], cloud_to_sensor=cloud_to_sensor,
         use_tf=v["use_tf"], tf_timeout=v["tf_timeout"], tf_static=v["tf_static"],
         slop=v["sync.slop"], queue_size=v["sync.queue_size"], sync_timeout=v["sync.timeout"],
-        adapt=adapt, enabled=v["adaptation.enabled"], teacher=teacher,
+        adapt=adapt, mode_presets=v["adaptation.use_mode_presets"],
+        enabled=v["adaptation.enabled"], teacher=teacher,
         qos_in=QosSettings(v["qos.input.reliability"], v["qos.input.depth"]),
         qos_out=QosSettings(v["qos.output.reliability"], v["qos.output.depth"]),
         palette=v["palette"], lidar_frame=v["lidar_frame"],
@@ -336,15 +343,22 @@ def settings_from_values(v: dict[str, Any], cameras: list[str]) -> NodeSettings:
     )
 
 
+def effective_adaptation(configured: AdaptConfig, mode_presets: bool) -> AdaptConfig:
+    """What the engine runs: the parameters' settings, with the mode's preset when on."""
+    return with_mode_preset(configured) if mode_presets else configured
+
+
 @dataclass
 class AdaptationUpdate:
-    """A validated run-time change: AdaptConfig field changes and/or the enabled flag."""
+    """A validated run-time change: AdaptConfig field changes, the enabled flag and/or the
+    presets switch."""
 
     changes: dict[str, Any] = field(default_factory=dict)
     enabled: bool | None = None
+    mode_presets: bool | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.changes) or self.enabled is not None
+        return bool(self.changes) or self.enabled is not None or self.mode_presets is not None
 
 
 def adaptation_update(params: list[Parameter], current: AdaptConfig) -> AdaptationUpdate:
@@ -358,6 +372,8 @@ def adaptation_update(params: list[Parameter], current: AdaptConfig) -> Adaptati
         key = p.name.split(".", 1)[1]
         if key == "enabled":
             update.enabled = bool(p.value)
+        elif key == "use_mode_presets":
+            update.mode_presets = bool(p.value)
         else:
             update.changes[key] = p.value
     if update.changes:

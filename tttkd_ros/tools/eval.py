@@ -154,21 +154,14 @@ def parse_remaps(items: list[str]) -> dict[str, str]:
     return remaps
 
 
-def changed_adaptation(cfg: AdaptConfig) -> dict[str, Any]:
-    """The settings a parameter file changes from AdaptConfig's defaults, but the mode (eval
-    runs every mode given): they apply to every mode, over the baselines' own settings."""
-    default = AdaptConfig()
-    return {f.name: getattr(cfg, f.name) for f in fields(AdaptConfig)
-            if f.name != "mode" and getattr(cfg, f.name) != getattr(default, f.name)}
-
-
 def _evaluate(args: argparse.Namespace) -> dict:
     node = settings_from_file(args.params) if args.params else None
     common, per_mode = parse_overrides(args)
-    if node is not None:
-        common = {**changed_adaptation(node.adapt), **common}  # the flags win
+    # every mode as the node would run it with this parameter file (its adaptation settings,
+    # the mode's preset unless adaptation.use_mode_presets is off), then the flags
     configs = mode_configs([m.strip() for m in args.modes.split(",") if m.strip()],
-                           common, per_mode)
+                           common, per_mode, base=node.adapt if node is not None else None,
+                           presets=node.mode_presets if node is not None else True)
     device = resolve_device(args.device)
     base = node.teacher if node is not None else TeacherConfig()
     teacher = replace(

@@ -51,22 +51,13 @@ import torch
 from tqdm import tqdm
 
 from tttkd_ros.core.adapt.engine import AdaptationEngine
-from tttkd_ros.core.config import MODES, AdaptConfig, TeacherConfig
+from tttkd_ros.core.config import MODES, AdaptConfig, TeacherConfig, with_mode_preset
 from tttkd_ros.core.frame import UNLABELED, Frame, Prediction
 from tttkd_ros.core.labels import CLASS_NAMES, IGNORE_INDEX, raw_to_train_lut
 from tttkd_ros.core.loading import load_engine, warm_up
 from tttkd_ros.core.metrics import ConfusionMatrix
 from tttkd_ros.ros.bag import LABELS_TOPIC, InputTopics, LabeledFrame, read_bag_frames, topic_info
 
-# Each baseline with its own best setting on the validation drives (README, "Does adaptation
-# help?"); overridable per mode. TENT: entropy minimisation on the batch-norm affine
-# parameters, normalising with the current cloud's statistics (Wang et al., ICLR 2021).
-# OCL alone: its loss at full weight with a smaller step (the shipped kd+ocl weight, 0.1, is
-# for OCL as a regulariser of KD).
-BASELINE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "tent": {"params": "backbone_bn", "bn_prior": 0.0, "lr": 3e-4},
-    "ocl": {"w_ocl": 1.0, "lr": 3e-4},
-}
 REFERENCE_MODE = "none"  # agreement is measured against the unadapted model's labels
 
 # (mode, the checkpoint's palette, frame, its prediction): where each prediction goes as it
@@ -113,10 +104,13 @@ def load_frames(bag: str | Path | None = None, data: str | Path | None = None,
 
 
 def mode_configs(modes: Iterable[str], common: Mapping[str, Any] | None = None,
-                 per_mode: Mapping[str, Mapping[str, Any]] | None = None
+                 per_mode: Mapping[str, Mapping[str, Any]] | None = None,
+                 base: AdaptConfig | None = None, presets: bool = True
                  ) -> dict[str, AdaptConfig]:
-    """An AdaptConfig per mode: the defaults, then BASELINE_DEFAULTS[mode], then `common`
-    (every mode), then `per_mode[mode]`. Raises ValueError for an unknown mode or field."""
+    """An AdaptConfig per mode: `base` (default: the defaults; e.g. the node's parameters),
+    then the mode's preset (core MODE_PRESETS, as the node applies it) unless `presets` is
+    off, then `common` (every mode), then `per_mode[mode]`. Raises ValueError for an unknown
+    mode or field."""
     configs = {}
     per_mode = per_mode or {}
     modes = list(modes)
@@ -124,10 +118,11 @@ def mode_configs(modes: Iterable[str], common: Mapping[str, Any] | None = None,
     if unknown or not modes:
         raise ValueError(f"unknown or no modes {unknown}; choose from {', '.join(MODES)}")
     for mode in modes:
-        changes = {**BASELINE_DEFAULTS.get(mode, {}), **(common or {}),
-                   **per_mode.get(mode, {})}
+        cfg = replace(base or AdaptConfig(), mode=mode)
+        if presets:
+            cfg = with_mode_preset(cfg)
         try:
-            cfg = replace(AdaptConfig(mode=mode), **changes)
+            cfg = replace(cfg, **(common or {}), **per_mode.get(mode, {}))
         except TypeError as err:
             raise ValueError(f"mode {mode}: {err}") from err
         cfg.validate()
