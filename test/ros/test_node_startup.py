@@ -32,10 +32,19 @@ def case_files(tiny_checkpoint: Path, tmp: Path) -> dict[str, Path]:
     truncated.write_bytes(data[: len(data) // 2])  # an interrupted copy
     foreign = tmp / "not_dinov2.pth"
     torch.save({"conv.weight": torch.zeros(8, 3, 3, 3)}, foreign)
-    return {"truncated": truncated, "foreign": foreign}
+    from tttkd_ros.core.model.checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(tiny_checkpoint, "cpu")  # as if trained at teacher height 224
+    recorded = tmp / "trained_at_224.pt"
+    save_checkpoint(recorded, loaded.model, loaded.cfg, class_names=loaded.class_names,
+                    palette=loaded.palette, teacher_name=loaded.teacher_name,
+                    extra={"teacher": {"name": loaded.teacher_name, "weights": "random:0",
+                                       "weights_file": "", "image_height": 224}})
+    return {"truncated": truncated, "foreign": foreign, "recorded": recorded}
 
 
 CASES = ["missing checkpoint", "damaged checkpoint", "teacher disagrees with checkpoint",
+         "teacher image height disagrees with training",
          "palette disagrees with the classes", "teacher weights of another model",
          "teacher weights missing", "cuda asked for but absent"]
 
@@ -52,6 +61,10 @@ def cases(tiny_checkpoint: Path, files: dict[str, Path]) -> dict[str, tuple[dict
         "teacher disagrees with checkpoint": (
             {"teacher.name": "vit_base_patch14_dinov2"},
             ["does not fit this setup", "teacher_name", "Set teacher.name"]),
+        "teacher image height disagrees with training": (
+            {"checkpoint": str(files["recorded"])},  # node_params: teacher.image_height 56
+            ["image_height: trained with 224, configured 56", "teacher.image_height to 224",
+             "teacher.allow_mismatch: true"]),
         "palette disagrees with the classes": (
             {"palette": "'#ff0000, #00ff00, #0000ff'"},  # quoted: YAML reads # as a comment
             ["palette has 3 colours, the checkpoint has 19 classes"]),

@@ -11,6 +11,7 @@ import pytest
 
 from tttkd_ros.core.config import AdaptConfig, TeacherConfig
 from tttkd_ros.core.loading import load_engine
+from tttkd_ros.core.model.checkpoint import load_checkpoint
 from tttkd_ros.data.drive import generate_drive
 from tttkd_ros.data.kitti import write_sequence
 from tttkd_ros.tools import train
@@ -55,6 +56,15 @@ def test_short_run_lowers_loss_and_writes_a_loadable_checkpoint(data: Path, tmp_
     assert loaded.class_names == train.CLASS_NAMES
     # the synthetic world's intensities are 0..1: the checkpoint says so for the engine
     assert loaded.engine.intensity.range == 1.0 and 0 < loaded.engine.intensity.p99 <= 1.0
+    # and the teacher it was trained with: another one is refused, unless allowed
+    record = load_checkpoint(out, "cpu").teacher
+    assert record["weights"] == "random:0" and record["image_height"] == 28
+    assert record["kd_loss"] == pytest.approx(history[-1]["kd"])
+    with pytest.raises(ValueError, match="image_height: trained with 28, configured 56"):
+        load_engine(str(out), AdaptConfig(), TeacherConfig(image_height=56), "cpu")
+    with pytest.warns(UserWarning, match="does not match the one"):
+        load_engine(str(out), AdaptConfig(), TeacherConfig(image_height=56,
+                                                           allow_mismatch=True), "cpu")
     frame = next(generate_drive("clean", frames=1, seed=9, **TINY))
     pred = loaded.engine.process(frame.to_frame())
     assert pred.labels.shape == (len(frame.points),) and (pred.labels < 19).all()

@@ -52,6 +52,9 @@ class TeacherConfig:
     weights: str = ""  # a local weight file; "hub" = timm's download; "" = seeded random init
     image_height: int = 224  # resized height (rounded to a multiple of 14), aspect kept
     seed: int = 0  # init seed for the random-weights fallback
+    # start even when the checkpoint was trained with other teacher weights or image height
+    # (its rho_2D head then distils towards features it was not trained on)
+    allow_mismatch: bool = False
 
     @property
     def feat_dim(self) -> int:

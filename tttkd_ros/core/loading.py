@@ -7,6 +7,7 @@ first real frame does not pay for kernel selection and allocator growth.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ from .adapt.engine import AdaptationEngine
 from .config import AdaptConfig, TeacherConfig
 from .frame import CameraView, Frame
 from .model.checkpoint import load_checkpoint
-from .model.teacher import DinoTeacher
+from .model.teacher import DinoTeacher, teacher_fingerprint
 
 
 @dataclass
@@ -46,9 +47,33 @@ def load_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,
     except ValueError as exc:
         raise ValueError(f"{exc}. Set teacher.name to the teacher the checkpoint was trained "
                          "with, or use a checkpoint trained for this teacher.") from exc
+    check_teacher(checkpoint, loaded.teacher, teacher)
     dino = DinoTeacher(teacher, device) if dino is None else dino
     engine = AdaptationEngine(loaded.model, adapt, dino, device, loaded.intensity)
     return LoadedEngine(engine, loaded.class_names, loaded.palette)
+
+
+def check_teacher(checkpoint: str, trained: dict | None, teacher: TeacherConfig) -> None:
+    """The configured teacher must be the one the checkpoint was trained with (same weights,
+    same image height): its rho_2D head learned those features. Raises ValueError naming
+    each difference and the fix, unless `teacher.allow_mismatch` (then a warning)."""
+    if trained is None:
+        return  # a checkpoint from before teachers were recorded: nothing to check against
+    given = {"weights": teacher_fingerprint(teacher), "image_height": teacher.image_height}
+    differ = [f"{key}: trained with {trained.get(key)!r}, configured {value!r}"
+              for key, value in given.items() if trained.get(key) != value]
+    if not differ:
+        return
+    text = (f"the teacher does not match the one {checkpoint} was trained with ("
+            + "; ".join(differ) + "). Set teacher.weights to the file it was trained with "
+            f"({trained.get('weights_file') or 'random weights: empty'}) and "
+            f"teacher.image_height to {trained.get('image_height')}, or train a checkpoint "
+            "for this teacher (tttkd train --teacher-weights FILE --teacher-height H); "
+            "teacher.allow_mismatch: true starts anyway")
+    if not teacher.allow_mismatch:
+        raise ValueError(text)
+    warnings.warn(text.replace("; teacher.allow_mismatch: true starts anyway", ""),
+                  stacklevel=3)
 
 
 def build_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,

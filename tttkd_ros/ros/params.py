@@ -160,6 +160,9 @@ TEACHER: dict[str, Spec] = {
     "image_height": Spec(_TEACHER.image_height, "Teacher input height in pixels (rounded to "
                          "a multiple of 14; width keeps the aspect).", 14, 2240),
     "seed": Spec(_TEACHER.seed, "Init seed of the random-weights fallback.", 0, 2**31 - 1),
+    "allow_mismatch": Spec(_TEACHER.allow_mismatch, "Start even when the checkpoint was "
+                           "trained with other teacher weights or another image height (it "
+                           "then distils towards features its head was not trained on)."),
 }
 
 GENERAL: dict[str, Spec] = {

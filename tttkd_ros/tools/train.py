@@ -29,7 +29,7 @@ from tttkd_ros.core.metrics import ConfusionMatrix
 from tttkd_ros.core.model.checkpoint import save_checkpoint
 from tttkd_ros.core.model.feature_cache import FeatureCache
 from tttkd_ros.core.model.segmentation import build_model
-from tttkd_ros.core.model.teacher import DinoTeacher
+from tttkd_ros.core.model.teacher import DinoTeacher, teacher_fingerprint
 from tttkd_ros.core.model.voxelize import voxelize
 from tttkd_ros.data.kitti import read_sequence
 
@@ -65,6 +65,13 @@ def run(args: argparse.Namespace) -> int:
     summary = train(args)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def teacher_record(tcfg: TeacherConfig) -> dict:
+    """The teacher a checkpoint is trained with, as the engine checks it at start-up."""
+    return {"name": tcfg.name, "weights": teacher_fingerprint(tcfg),
+            "weights_file": Path(tcfg.weights).name if tcfg.weights not in ("", "hub") else "",
+            "image_height": tcfg.image_height}
 
 
 def _frames(root: str, seqs: str) -> list:
@@ -128,7 +135,8 @@ def train(args: argparse.Namespace) -> dict:
 
     class_weight = balanced_weights(train_frames, mcfg.num_classes, args.class_balance).to(device)
     # the units the model learns intensity in, so that inputs in others can be scaled to them
-    extra = {"intensity": IntensityReference.of(f.points[:, 3] for f in train_frames).to_dict()}
+    extra = {"intensity": IntensityReference.of(f.points[:, 3] for f in train_frames).to_dict(),
+             "teacher": teacher_record(tcfg)}
     augment = AugmentConfig()
     t_start = time.monotonic()
     for epoch in range(start_epoch, args.epochs):
@@ -155,6 +163,8 @@ def train(args: argparse.Namespace) -> dict:
                 epoch_log["val_miou"] = evaluate(model, val_frames, device)
             score = epoch_log.get("val_miou", -epoch_log["loss"])
             history.append(epoch_log)
+            if "kd" in epoch_log:  # the distillation loss the model reached with this teacher
+                extra["teacher"]["kd_loss"] = epoch_log["kd"]
             tqdm.write(json.dumps(epoch_log))
             save_checkpoint(out.with_name(out.stem + ".last.ckpt"), model, mcfg,
                             class_names=CLASS_NAMES, palette=palette_rgb(),

@@ -35,6 +35,13 @@ class LoadedCheckpoint:
     extra: dict = field(default_factory=dict)
 
     @property
+    def teacher(self) -> dict | None:
+        """The teacher the model was trained with, as `tttkd train` records it: name, weights
+        (teacher_fingerprint), image_height, and kd_loss (the distillation loss it reached);
+        None for checkpoints from before it was recorded."""
+        return self.extra.get("teacher")
+
+    @property
     def intensity(self) -> IntensityReference:
         """The intensities the model was trained on (`tttkd train` records them; 0..1 for
         checkpoints from before)."""

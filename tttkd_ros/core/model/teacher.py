@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import math
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import timm
@@ -55,6 +58,30 @@ def _describe_mismatch(state: dict, expected: dict) -> str:
         if keys:
             parts.append(f"{len(keys)} {label} (e.g. {'; '.join(keys[:3])})")
     return ", ".join(parts)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def teacher_fingerprint(cfg: TeacherConfig) -> str:
+    """What the teacher's weights are, to tell two teachers apart: 'random:SEED' (the seeded
+    random init), 'hub', or 'sha256:HEX' of the local weights file (read once per file
+    version)."""
+    if cfg.weights == "":
+        return f"random:{cfg.seed}"
+    if cfg.weights == "hub":
+        return "hub"
+    path = Path(cfg.weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"teacher weights file not found: {path}")
+    stat = path.stat()
+    return "sha256:" + _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def load_teacher_weights(model: torch.nn.Module, path: str, name: str) -> None:
