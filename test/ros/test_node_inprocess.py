@@ -155,3 +155,28 @@ def test_tent_and_ocl_on_the_robot_run_with_their_measured_settings(adapt, rig) 
     assert all(r.successful for r in back)
     assert rig.wait_until(lambda: adapt.engine.cfg.mode == "kd+ocl", 10.0)
     assert adapt.engine.cfg.lr == 1e-2 and adapt.engine.cfg.w_ocl == 0.1
+
+
+def test_the_class_map_is_latched_for_consumers(adapt, rig) -> None:
+    """A consumer that subscribes after the node started still gets ids, names, colours."""
+    import json
+
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    from tttkd_ros.core.labels import CLASS_NAMES, palette_rgb
+
+    got: list = []
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    sub = rig.node.create_subscription(String, "/tttkd_adapt/class_map", got.append, latched)
+    try:
+        assert rig.wait_until(lambda: bool(got), 10.0)
+    finally:
+        rig.node.destroy_subscription(sub)
+    payload = json.loads(got[0].data)
+    assert [c["name"] for c in payload["classes"]] == CLASS_NAMES
+    assert [c["id"] for c in payload["classes"]] == list(range(len(CLASS_NAMES)))
+    r, g, b = palette_rgb()[0]
+    assert payload["classes"][0]["color"] == f"#{r:02x}{g:02x}{b:02x}"
+    assert (payload["unlabeled"], payload["mask_none"]) == (65535, 255)

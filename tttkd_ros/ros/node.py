@@ -29,8 +29,9 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool, Trigger
 
 from ..core.augment import moved_frame
@@ -52,7 +53,15 @@ from .convert import (
 from .dds_env import discovery_summary, use_large_message_profile
 from .diagnostics import DefectLog, DiagnosticsReporter, Health, process_rss_mb
 from .extrinsics import Extrinsics, ExtrinsicsError, TfExtrinsics, tf_available
-from .outputs import colored_cloud, labeled_cloud, mask_color_image, mask_image, stats_message
+from .outputs import (
+    class_map_message,
+    colored_cloud,
+    label_info_message,
+    labeled_cloud,
+    mask_color_image,
+    mask_image,
+    stats_message,
+)
 from .params import (
     NODE_NAME,
     AdaptationUpdate,
@@ -86,7 +95,7 @@ class AdaptNode(Node):
         self.configured, self.mode_presets = s.adapt, s.mode_presets
         loaded = load_engine(s.checkpoint, effective_adaptation(s.adapt, s.mode_presets),
                              s.teacher, device)
-        self.engine = loaded.engine
+        self.engine, self.class_names = loaded.engine, loaded.class_names
         palette = parse_palette(s.palette, len(loaded.class_names))
         self.palette = loaded.palette if palette is None else palette
         warm_up(self.engine)
@@ -156,6 +165,7 @@ class AdaptNode(Node):
                                 self.create_publisher(Image, f"~/{cam}/mask_color", qout))
                           for cam in s.cameras}
         self.pub_stats = self.create_publisher(String, "~/stats", qout)
+        self._publish_class_map()
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_service(SetBool, "~/enable_adaptation", self._on_enable)
@@ -164,6 +174,18 @@ class AdaptNode(Node):
         self.create_timer(POLL_PERIOD_S, self._poll, callback_group=group, clock=steady)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics,
                           callback_group=group, clock=steady)
+
+    def _publish_class_map(self) -> None:
+        """The id -> name -> colour map, latched: a consumer that starts later still gets it.
+        Also as vision_msgs/LabelInfo (ids and names) where vision_msgs is installed."""
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pub_class_map = self.create_publisher(String, "~/class_map", latched)
+        self.pub_class_map.publish(class_map_message(self.class_names, self.palette))
+        info = label_info_message(self.class_names, Header(stamp=self.get_clock().now().to_msg()))
+        if info is not None:
+            self.pub_label_info = self.create_publisher(type(info), "~/label_info", latched)
+            self.pub_label_info.publish(info)
 
     def destroy_node(self) -> None:
         self.worker.stop()

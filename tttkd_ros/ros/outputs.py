@@ -14,7 +14,7 @@ import numpy as np
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import String
 
-from ..core.frame import FrameStats, Prediction
+from ..core.frame import MASK_NONE, UNLABELED, FrameStats, Prediction
 from .convert import CloudArrays, array_to_image, pack_rgb, xyzi_fields_to_pointcloud2
 
 UNLABELED_RGB = (0, 0, 0)  # SemanticKITTI's colour for "unlabeled"
@@ -86,3 +86,24 @@ def stats_message(stamp_ns: int, frame_id: str, stats: FrameStats, **extra: Any)
         **extra,
     }
     return String(data=json.dumps(payload))
+
+
+def class_map_message(class_names: list[str], palette: np.ndarray) -> String:
+    """The labels' meaning for consumers, one JSON object (published latched on ~/class_map):
+    {"classes": [{"id": int, "name": str, "color": "#rrggbb"}], "unlabeled": 65535 (the
+    label of a point the model gave no class), "mask_none": 255 (a mask pixel no point hit)}.
+    """
+    classes = [{"id": i, "name": name, "color": "#{:02x}{:02x}{:02x}".format(*palette[i])}
+               for i, name in enumerate(class_names)]
+    return String(data=json.dumps({"classes": classes, "unlabeled": UNLABELED,
+                                   "mask_none": MASK_NONE}))
+
+
+def label_info_message(class_names: list[str], header: Any) -> Any | None:
+    """vision_msgs/LabelInfo (ids and names) where vision_msgs is installed, else None."""
+    try:
+        from vision_msgs.msg import LabelInfo, VisionClass
+    except ImportError:
+        return None
+    return LabelInfo(header=header, threshold=0.0, class_map=[
+        VisionClass(class_id=i, class_name=name) for i, name in enumerate(class_names)])
