@@ -5,8 +5,9 @@
         points:=/velodyne_points image:=/front/image_rect_color \
         camera_info:=/front/camera_info use_sim_time:=true
 
-checkpoint and device override the parameter file only when given; the remaps apply to the
-first (default) camera, named `camera`. Unless FASTRTPS_DEFAULT_PROFILES_FILE (or
+checkpoint and device override the parameter file only when given; points, image and
+camera_info remap the inputs of the camera named `camera`, and `remaps:='FROM:=TO ...'`
+those of any other (`front/image:=/cam_front/image_raw`). Unless FASTRTPS_DEFAULT_PROFILES_FILE (or
 FASTDDS_DEFAULT_PROFILES_FILE) is set, every process this launch starts, and the nodes of a
 launch file that includes this one after it, get the package's Fast DDS profile for
 full-size clouds and images (`dds_profile:=` to keep Fast DDS's defaults).
@@ -45,6 +46,9 @@ ARGUMENTS = [
     ("points", "points", "Input PointCloud2 topic"),
     ("image", "camera/image", "Input Image topic of the camera named 'camera'"),
     ("camera_info", "camera/camera_info", "Input CameraInfo topic of the camera named 'camera'"),
+    ("remaps", "", ("More remaps for any camera, space-separated FROM:=TO, e.g. "
+                    "'front/image:=/cam_front/image_raw front/camera_info:=/cam_front/"
+                    "camera_info'")),
     ("log_level", "info", "Logging level: debug, info, warn, error"),
     ("dds_profile", str(LARGE_MESSAGE_PROFILE),
      "Fast DDS profile for large messages, used unless one is set; empty = Fast DDS defaults"),
@@ -72,6 +76,17 @@ def _dds_profile(context, *args, **kwargs) -> list:
     return [SetEnvironmentVariable(v, profile) for v in PROFILE_VARIABLES]
 
 
+def extra_remaps(text: str) -> list[tuple[str, str]]:
+    """'FROM:=TO FROM:=TO' -> [(FROM, TO)]; a word without ':=' is refused with the form."""
+    pairs = []
+    for word in text.split():
+        source, sep, target = word.partition(":=")
+        if not sep or not source or not target:
+            raise ValueError(f"remaps: {word!r} is not FROM:=TO (e.g. front/image:=/cam/image)")
+        pairs.append((source, target))
+    return pairs
+
+
 def _node(context, *args, **kwargs) -> list:
     def arg(name: str) -> str:
         return LaunchConfiguration(name).perform(context)
@@ -83,8 +98,9 @@ def _node(context, *args, **kwargs) -> list:
     return [Node(
         package=PACKAGE, executable="adapt_node", name="tttkd_adapt", namespace=arg("namespace"),
         parameters=[node_parameters(arg("params_file")), overrides],
-        remappings=[("points", arg("points")), ("camera/image", arg("image")),
-                    ("camera/camera_info", arg("camera_info"))],
+        # the first rule that matches a name wins: `remaps` before the per-topic defaults
+        remappings=[*extra_remaps(arg("remaps")), ("points", arg("points")),
+                    ("camera/image", arg("image")), ("camera/camera_info", arg("camera_info"))],
         ros_arguments=["--log-level", arg("log_level")],
         output="screen", emulate_tty=True,
     )]
