@@ -19,6 +19,8 @@ from tttkd_ros.tools import eval as eval_tool
 from tttkd_ros.tools.cli import build_parser
 from tttkd_ros.tools.evaluation import label_lut, load_frames, mode_configs
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TEACHER = "vit_small_patch14_dinov2"
 TINY = {"lidar_beams": 8, "lidar_azimuth_res_deg": 2.0, "image_scale": 0.1}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -27,18 +29,6 @@ EVAL_FRAMES = 2
 
 def _parse(*argv: str) -> argparse.Namespace:
     return build_parser("eval").parse_args(["eval", *argv])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine torch's OpenMP pool spin-waits on the
-    many tiny spconv GEMMs (measured ~3 s instead of ~0.15 s per frame)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ from tttkd_ros.ros.bag import InputTopics
 from tttkd_ros.tools.cli import build_parser
 from tttkd_ros.tools.evaluation import load_frames
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = {"lidar_beams": 8, "lidar_azimuth_res_deg": 2.0, "image_scale": 0.1}
 CAMERAS = ("camera", "camera_right")
 REMAPS = ["points:=/velodyne_points",
@@ -30,17 +32,6 @@ REMAPS = ["points:=/velodyne_points",
 
 def _parse(*argv: str) -> argparse.Namespace:
     return build_parser("eval").parse_args(["eval", *argv])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread, as in test_eval.py (tiny spconv GEMMs on a busy 2-core box)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +165,13 @@ def test_a_base_link_cloud_is_moved_into_the_sensor_frame(drive, by, tmp_path) -
         np.testing.assert_allclose(got.frame.points[:, :3], want.points[:, :3], atol=1e-4)
         for view, truth in zip(got.frame.cameras, want.cameras):
             np.testing.assert_allclose(view.T_cam_lidar, truth.T_cam_lidar, atol=1e-9)
+
+
+def test_remaps_name_the_nodes_inputs_for_any_iterable_of_cameras() -> None:
+    remaps = dict(r.split(":=") for r in REMAPS)
+    listed = InputTopics.remapped(list(CAMERAS), remaps, compressed=CAMERAS)
+    assert InputTopics.remapped(iter(CAMERAS), remaps, compressed=CAMERAS) == listed
+    assert listed.images["camera"] == "/camera/image_raw/compressed"
+    # an unremapped input stays at the root, under image_transport's name when compressed
+    default = InputTopics.remapped(["front"], {}, compressed=["front"])
+    assert (default.points, default.image("front")) == ("/points", "/front/image/compressed")

@@ -25,6 +25,8 @@ from tttkd_ros.tools import eval as eval_tool
 from tttkd_ros.tools.cli import build_parser
 from tttkd_ros.tools.evaluation import load_frames
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = {"lidar_beams": 8, "lidar_azimuth_res_deg": 2.0, "image_scale": 0.1}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EVAL_FRAMES = 2
@@ -34,17 +36,6 @@ OUTPUTS = ("labeled_points", "colored_points", "camera/mask", "camera/mask_color
 
 def _parse(*argv: str) -> argparse.Namespace:
     return build_parser("eval").parse_args(["eval", *argv])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread, as in test_eval.py (tiny spconv GEMMs on a busy 2-core box)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -115,7 +115,7 @@ class InputTopics:
         `CAM/camera_info`) under `remaps` (node name -> topic, as `--remap NAME:=TOPIC`),
         each unremapped name at the root, as the node in the root namespace resolves it.
         Raises ValueError for a remap of a name the node does not have."""
-        remaps = dict(remaps or {})
+        remaps, cameras = dict(remaps or {}), list(cameras)
         names = {"points": "points"}
         for cam in cameras:
             image = f"{cam}/image"
@@ -130,7 +130,6 @@ class InputTopics:
             name = names[key]
             return remaps.get(name, remaps.get(key, "/" + name))
 
-        cameras = list(cameras)
         return cls(topic("points"), {c: topic(f"{c}/image") for c in cameras},
                    {c: topic(f"{c}/camera_info") for c in cameras})
 

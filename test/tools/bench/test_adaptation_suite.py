@@ -12,18 +12,10 @@ from tttkd_ros.tools.bench.adaptation_report import summarize
 from tttkd_ros.tools.bench.adaptation_suite import SharedTeacher, parse_teacher
 from tttkd_ros.tools.cli import build_parser
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = ["lidar_beams=8", "lidar_azimuth_res_deg=2.0", "image_scale=0.1"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _bench(*argv: str) -> argparse.Namespace:
