@@ -75,8 +75,8 @@ class OutputBag:
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
         self.connections: dict[str, Any] = {}
-        self.cloud_cls, self.field_cls = msg_type(CLOUD_TYPE), msg_type("sensor_msgs/msg/PointField")
-        self.image_cls = msg_type(IMAGE_TYPE)
+        self.cloud_cls, self.image_cls = msg_type(CLOUD_TYPE), msg_type(IMAGE_TYPE)
+        self.field_cls = msg_type("sensor_msgs/msg/PointField")
 
     def _write(self, topic: str, stamp_ns: int, msg: Any) -> None:
         msgtype = msg.__msgtype__
