@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tttkd_ros.core.config import AdaptConfig, TeacherConfig
+from tttkd_ros.core.labels import CLASS_NAMES, raw_to_train_lut
 from tttkd_ros.core.loading import load_engine
 from tttkd_ros.core.model.checkpoint import load_checkpoint
 from tttkd_ros.data.drive import generate_drive
@@ -53,7 +54,7 @@ def test_short_run_lowers_loss_and_writes_a_loadable_checkpoint(data: Path, tmp_
     assert out.exists() and out.with_name("model.last.ckpt").exists()
     loaded = load_engine(str(out), AdaptConfig(mode="none"), TeacherConfig(image_height=28),
                          "cpu")
-    assert loaded.class_names == train.CLASS_NAMES
+    assert loaded.class_names == CLASS_NAMES
     # the synthetic world's intensities are 0..1: the checkpoint says so for the engine
     assert loaded.engine.intensity.range == 1.0 and 0 < loaded.engine.intensity.p99 <= 1.0
     # and the teacher it was trained with: another one is refused, unless allowed
@@ -86,8 +87,49 @@ def test_balanced_weights_favour_rare_classes() -> None:
             self.labels = labels
 
     raw = np.array([40] * 90 + [80] * 10, dtype=np.uint32)  # road (train 8) and pole (17)
-    weights = train.balanced_weights([Frame(raw)], 19, power=0.5).numpy()
+    weights = train.balanced_weights([Frame(raw)], raw_to_train_lut(), 19, power=0.5).numpy()
     assert weights[17] > weights[8]
     assert np.isclose(weights[17] / weights[8], 3.0)  # (0.9 / 0.1) ** 0.5
     assert np.isclose(weights[[8, 17]].mean(), 1.0) and weights[0] == 1.0
-    assert np.allclose(train.balanced_weights([Frame(raw)], 19, power=0.0).numpy(), 1.0)
+    assert np.allclose(train.balanced_weights([Frame(raw)], raw_to_train_lut(), 19,
+                                              power=0.0).numpy(), 1.0)
+
+
+@pytest.mark.filterwarnings("ignore:DINOv2 teacher")
+def test_another_class_set_from_a_label_map(data: Path, tmp_path: Path) -> None:
+    """A label map in semantic-kitti.yaml's format defines the classes: the checkpoint has
+    its names and colours, and eval scores the ground truth in it."""
+    import yaml
+
+    from tttkd_ros.core.labels import LEARNING_MAP, RAW_LABELS
+    from tttkd_ros.ros.bag import write_drive_bag
+    from tttkd_ros.tools import eval as eval_tool
+
+    groups = {"vehicle": (10, 11, 13, 15, 18, 20, 252, 257, 258, 259),
+              "ground": (40, 44, 48, 49, 60, 72)}  # everything else: "other"
+    learning = {raw: 3 for raw, learn in LEARNING_MAP.items() if learn > 0}
+    learning.update({raw: 1 for raw in groups["vehicle"]})
+    learning.update({raw: 2 for raw in groups["ground"]})
+    learning.update({0: 0, 1: 0})
+    label_map = tmp_path / "three.yaml"
+    label_map.write_text(yaml.safe_dump({
+        "labels": {**RAW_LABELS, 1000: "vehicle", 1001: "ground", 1002: "other"},
+        "color_map": {0: [0, 0, 0], 1000: [255, 0, 0], 1001: [0, 255, 0], 1002: [0, 0, 255]},
+        "learning_map": learning, "learning_map_inv": {0: 0, 1: 1000, 2: 1001, 3: 1002}}))
+    out = tmp_path / "three.ckpt"
+    args = parse(*common(data, out, epochs=1), "--label-map", str(label_map))
+    assert args.func(args) == 0
+    loaded = load_checkpoint(out, "cpu")
+    assert loaded.class_names == ["vehicle", "ground", "other"] and loaded.cfg.num_classes == 3
+    assert loaded.palette.tolist() == [[0, 0, 255], [0, 255, 0], [255, 0, 0]]  # BGR -> RGB
+
+    bag = tmp_path / "bag"
+    write_drive_bag(bag, list(generate_drive("clean", frames=1, seed=9, **TINY)))
+    result = tmp_path / "eval.json"
+    ev = build_parser("eval").parse_args([
+        "eval", "--bag", str(bag), "--checkpoint", str(out), "--modes", "none",
+        "--label-map", str(label_map), "--teacher-height", "28", "--device", "cpu",
+        "--json", str(result), "--no-progress"])
+    assert eval_tool.run(ev) == 0
+    iou = json.loads(result.read_text())["modes"]["none"]["iou"]
+    assert set(iou) <= {"vehicle", "ground", "other"} and "ground" in iou

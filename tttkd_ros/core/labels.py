@@ -5,6 +5,8 @@ Raw ids are the ones stored in the dataset's .label files (lower 16 bits); train
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 IGNORE_INDEX = 255
@@ -82,3 +84,52 @@ def palette_rgb() -> np.ndarray:
     """19 x 3 uint8 RGB colours in train-id order."""
     bgr = [COLOR_MAP_BGR[LEARNING_MAP_INV[i + 1]] for i in range(len(CLASS_NAMES))]
     return np.array(bgr, dtype=np.uint8)[:, ::-1].copy()
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """A class set: class names and RGB palette in train-id order, and the map from the raw
+    ids of the .label files to train ids (IGNORE_INDEX for ignored ids). SemanticKITTI's 19
+    classes by default; any other set from a label map in semantic-kitti.yaml's format."""
+
+    class_names: tuple[str, ...]
+    palette: np.ndarray  # (C, 3) uint8 RGB
+    learning_map: dict[int, int]  # raw id -> learning id: 0 ignored, 1..C the classes
+
+    @classmethod
+    def semantic_kitti(cls) -> LabelMap:
+        return cls(tuple(CLASS_NAMES), palette_rgb(), dict(LEARNING_MAP))
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "label map") -> LabelMap:
+        """From semantic-kitti.yaml's keys: `labels` (raw id -> name), `color_map` (raw id ->
+        BGR), `learning_map` (raw id -> learning id, 0 = ignored) and `learning_map_inv`
+        (learning id -> the raw id that names and colours it). Raises ValueError naming
+        what is missing or inconsistent."""
+        missing = [k for k in ("labels", "color_map", "learning_map", "learning_map_inv")
+                   if k not in data]
+        if missing:
+            raise ValueError(f"{source} lacks {missing} (semantic-kitti.yaml's format)")
+        inv = {int(k): int(v) for k, v in data["learning_map_inv"].items()}
+        ids = sorted(k for k in inv if k > 0)
+        if ids != list(range(1, len(ids) + 1)):
+            raise ValueError(f"{source}: learning ids must be 1..C (0 = ignored), got {ids}")
+        try:
+            names = tuple(str(data["labels"][inv[i]]) for i in ids)
+            bgr = [data["color_map"][inv[i]] for i in ids]
+        except KeyError as err:
+            raise ValueError(f"{source}: raw id {err} of learning_map_inv has no name in "
+                             "labels or no colour in color_map") from None
+        learning = {int(k): int(v) for k, v in data["learning_map"].items()}
+        if any(v not in (0, *ids) for v in learning.values()):
+            raise ValueError(f"{source}: learning_map uses ids outside 0..{len(ids)}")
+        palette = np.array(bgr, dtype=np.uint8).reshape(-1, 3)[:, ::-1].copy()
+        return cls(names, palette, learning)
+
+    def lut(self) -> np.ndarray:
+        """A 65536-entry lookup table: raw id (lower 16 bits) -> train id."""
+        table = np.full(1 << 16, IGNORE_INDEX, dtype=np.uint8)
+        for raw, learn in self.learning_map.items():
+            if learn > 0:
+                table[raw] = learn - 1
+        return table

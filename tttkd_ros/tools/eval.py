@@ -17,7 +17,9 @@ from typing import Any
 
 from tttkd_ros.core.config import MODES, PROTOCOLS, AdaptConfig, TeacherConfig
 from tttkd_ros.core.device.selection import resolve_device
+from tttkd_ros.core.labels import LabelMap
 from tttkd_ros.core.model.checkpoint import load_checkpoint
+from tttkd_ros.data.kitti import read_label_map
 from tttkd_ros.ros.bag import BagError, InputTopics
 from tttkd_ros.ros.bag_outputs import open_output_bag
 from tttkd_ros.ros.camera_info import rectified_from_topic
@@ -42,6 +44,9 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-dir", default="",
                    help="report.md and plots (default: JSON_STEM_report beside the JSON)")
     p.add_argument("--max-frames", type=int, default=0, help="first N frames; 0 = all")
+    p.add_argument("--label-map", default="", metavar="YAML",
+                   help="the class set of the ground truth (semantic-kitti.yaml's format) "
+                        "the checkpoint was trained with; default SemanticKITTI's")
     p.add_argument("--write-bag", default="", metavar="OUT",
                    help="new rosbag2 folder for every mode's outputs (the node's topics under "
                         "/MODE/tttkd_adapt/) and the input /points")
@@ -193,8 +198,10 @@ def _evaluate(args: argparse.Namespace) -> dict:
     with open_output_bag(args.write_bag) if args.write_bag else nullcontext() as outputs:
         if outputs is not None:
             outputs.write_inputs(frames)
+        labels = (LabelMap.from_dict(read_label_map(args.label_map), args.label_map)
+                  if args.label_map else None)
         result = evaluate(frames, args.checkpoint, configs, teacher, device,
-                          progress=not args.no_progress,
+                          progress=not args.no_progress, labels=labels,
                           sink=None if outputs is None else outputs.write_prediction)
     result["config"].update(source=args.bag or f"{args.data} sequence {args.sequence}",
                             cameras=cameras, rectified=rectified, slop_s=slop,

@@ -53,7 +53,7 @@ from tqdm import tqdm
 from tttkd_ros.core.adapt.engine import AdaptationEngine
 from tttkd_ros.core.config import MODES, AdaptConfig, TeacherConfig, with_mode_preset
 from tttkd_ros.core.frame import UNLABELED, Frame, Prediction
-from tttkd_ros.core.labels import CLASS_NAMES, IGNORE_INDEX, raw_to_train_lut
+from tttkd_ros.core.labels import IGNORE_INDEX, LabelMap
 from tttkd_ros.core.loading import load_engine, warm_up
 from tttkd_ros.core.metrics import ConfusionMatrix
 from tttkd_ros.ros.bag import LABELS_TOPIC, InputTopics, LabeledFrame, read_bag_frames, topic_info
@@ -130,18 +130,21 @@ def mode_configs(modes: Iterable[str], common: Mapping[str, Any] | None = None,
     return configs
 
 
-def label_lut(class_names: Sequence[str]) -> np.ndarray:
-    """(65536,) uint8: raw SemanticKITTI id -> index into `class_names` (the checkpoint's
-    classes, matched by name), IGNORE_INDEX for ids whose class the checkpoint lacks."""
+def label_lut(class_names: Sequence[str], labels: LabelMap | None = None) -> np.ndarray:
+    """(65536,) uint8: raw id -> index into `class_names` (the checkpoint's classes, matched
+    by name to the label map's, default SemanticKITTI's), IGNORE_INDEX for ids whose class
+    the checkpoint lacks."""
+    labels = labels or LabelMap.semantic_kitti()
     index = {name: i for i, name in enumerate(class_names)}
     to_ckpt = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-    for train_id, name in enumerate(CLASS_NAMES):
+    for train_id, name in enumerate(labels.class_names):
         if name in index:
             to_ckpt[train_id] = index[name]
     if (to_ckpt == IGNORE_INDEX).all():
         raise ValueError(f"the checkpoint's classes {list(class_names)} share no name with "
-                         f"SemanticKITTI's {CLASS_NAMES}")
-    return to_ckpt[raw_to_train_lut()]
+                         f"the label map's {list(labels.class_names)}; give the label map it "
+                         "was trained with (--label-map)")
+    return to_ckpt[labels.lut()]
 
 
 def _none_if_nan(x: float) -> float | None:
@@ -297,11 +300,12 @@ def _run_order(configs: Mapping[str, AdaptConfig], labeled: bool
 def evaluate(frames: Sequence[LabeledFrame], checkpoint: str | Path,
              configs: Mapping[str, AdaptConfig], teacher: TeacherConfig,
              device: torch.device | str, progress: bool = True, dino=None,
-             sink: PredictionSink | None = None) -> dict:
+             sink: PredictionSink | None = None, labels: LabelMap | None = None) -> dict:
     """Run every mode of `configs` on `frames`, each with a fresh, warmed-up engine loaded
     from `checkpoint`; returns the eval JSON (module doc). `dino`: a loaded teacher for
     `teacher` to share between the modes (see `load_engine`). `sink`: gets every mode's
-    predictions as they are made (the none run's too when it was added)."""
+    predictions as they are made (the none run's too when it was added). `labels`: the
+    class set of the ground truth's raw ids (default SemanticKITTI's)."""
     if not frames:
         raise ValueError("no frames to evaluate")
     if not configs:
@@ -316,7 +320,7 @@ def evaluate(frames: Sequence[LabeledFrame], checkpoint: str | Path,
         loaded = load_engine(str(checkpoint), cfg, teacher, device, dino)
         warm_up(loaded.engine, sample)
         class_names = loaded.class_names
-        lut = label_lut(class_names) if labeled else None
+        lut = label_lut(class_names, labels) if labeled else None
         out = None if sink is None else functools.partial(sink, mode, loaded.palette)
         entry = run_mode(loaded.engine, frames, lut, class_names, progress,
                          desc=f"eval {mode}", reference=reference,

@@ -24,14 +24,14 @@ from tttkd_ros.core.config import TEACHER_DIMS, ModelConfig, TeacherConfig
 from tttkd_ros.core.device.selection import resolve_device
 from tttkd_ros.core.frame import CameraView
 from tttkd_ros.core.intensity import IntensityReference
-from tttkd_ros.core.labels import CLASS_NAMES, IGNORE_INDEX, palette_rgb, raw_to_train
+from tttkd_ros.core.labels import IGNORE_INDEX, LabelMap
 from tttkd_ros.core.metrics import ConfusionMatrix
 from tttkd_ros.core.model.checkpoint import save_checkpoint
 from tttkd_ros.core.model.feature_cache import FeatureCache
 from tttkd_ros.core.model.segmentation import build_model
 from tttkd_ros.core.model.teacher import DinoTeacher, teacher_fingerprint
 from tttkd_ros.core.model.voxelize import voxelize
-from tttkd_ros.data.kitti import read_sequence
+from tttkd_ros.data.kitti import read_label_map, read_sequence
 
 
 def register(p: argparse.ArgumentParser) -> None:
@@ -40,6 +40,9 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="checkpoint to write (best); last goes beside it")
     p.add_argument("--train-seqs", default="00", help="comma-separated training sequences")
     p.add_argument("--val-seqs", default="", help="validation sequences (default: none)")
+    p.add_argument("--label-map", default="", metavar="YAML",
+                   help="the class set, in semantic-kitti.yaml's format (labels, color_map, "
+                        "learning_map, learning_map_inv); default SemanticKITTI's 19")
     p.add_argument("--backbone", default="tiny", choices=["tiny", "base"])
     p.add_argument("--head", default="linear", choices=["linear", "mlp"])
     p.add_argument("--voxel-size", type=float, default=0.1)
@@ -104,8 +107,11 @@ def train(args: argparse.Namespace) -> dict:
 
     tcfg = TeacherConfig(name=args.teacher, weights=args.teacher_weights,
                          image_height=args.teacher_height)
+    classes = (LabelMap.from_dict(read_label_map(args.label_map), args.label_map)
+               if args.label_map else LabelMap.semantic_kitti())
+    lut = classes.lut()
     mcfg = ModelConfig(backbone=args.backbone, head=args.head, voxel_size=args.voxel_size,
-                       feat_dim=tcfg.feat_dim)
+                       feat_dim=tcfg.feat_dim, num_classes=len(classes.class_names))
     model = build_model(mcfg, device)
     train_frames = _frames(args.data, args.train_seqs)[rank::world]
     val_frames = _frames(args.data, args.val_seqs) if rank == 0 else []
@@ -133,7 +139,8 @@ def train(args: argparse.Namespace) -> dict:
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model)
 
-    class_weight = balanced_weights(train_frames, mcfg.num_classes, args.class_balance).to(device)
+    class_weight = balanced_weights(train_frames, lut, mcfg.num_classes,
+                                    args.class_balance).to(device)
     # the units the model learns intensity in, so that inputs in others can be scaled to them
     extra = {"intensity": IntensityReference.of(f.points[:, 3] for f in train_frames).to_dict(),
              "teacher": teacher_record(tcfg)}
@@ -147,8 +154,8 @@ def train(args: argparse.Namespace) -> dict:
                    disable=rank != 0)
         for step in bar:
             batch = [train_frames[i] for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
-            loss, parts = _train_step(net, model, batch, teacher, args, augment, rng, device,
-                                      class_weight)
+            loss, parts = _train_step(net, model, batch, lut, teacher, args, augment, rng,
+                                      device, class_weight)
             for group in opt.param_groups:
                 group["lr"] = learning_rate(args.lr, epoch * steps_per_epoch + step, total_steps)
             opt.zero_grad(set_to_none=True)
@@ -160,19 +167,20 @@ def train(args: argparse.Namespace) -> dict:
                                             for k in losses[0]}}
         if rank == 0:
             if val_frames:
-                epoch_log["val_miou"] = evaluate(model, val_frames, device)
+                epoch_log["val_miou"] = evaluate(model, val_frames, lut, device)
             score = epoch_log.get("val_miou", -epoch_log["loss"])
             history.append(epoch_log)
             if "kd" in epoch_log:  # the distillation loss the model reached with this teacher
                 extra["teacher"]["kd_loss"] = epoch_log["kd"]
             tqdm.write(json.dumps(epoch_log))
             save_checkpoint(out.with_name(out.stem + ".last.ckpt"), model, mcfg,
-                            class_names=CLASS_NAMES, palette=palette_rgb(),
+                            class_names=list(classes.class_names), palette=classes.palette,
                             teacher_name=tcfg.name,
                             extra={**extra, "history": json.dumps(history)})
             if score > best:
                 best = score
-                save_checkpoint(out, model, mcfg, class_names=CLASS_NAMES, palette=palette_rgb(),
+                save_checkpoint(out, model, mcfg, class_names=list(classes.class_names),
+                                palette=classes.palette,
                                 teacher_name=tcfg.name,
                                 extra={**extra, "history": json.dumps(history)})
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -198,12 +206,12 @@ def learning_rate(peak: float, step: int, total: int, warmup: float = 0.1) -> fl
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def balanced_weights(frames, num_classes: int, power: float) -> torch.Tensor:
+def balanced_weights(frames, lut: np.ndarray, num_classes: int, power: float) -> torch.Tensor:
     """Cross-entropy weights frequency^-power, scaled to mean 1 over the classes present;
     thin classes (poles, signs, bicycles) have few points and are otherwise ignored."""
     counts = np.zeros(num_classes, dtype=np.float64)
     for frame in frames:
-        train_ids = raw_to_train(frame.labels)
+        train_ids = lut[np.asarray(frame.labels, np.uint32) & 0xFFFF]
         counts += np.bincount(train_ids[train_ids < num_classes], minlength=num_classes)
     present = counts > 0
     weights = np.ones(num_classes)
@@ -212,7 +220,7 @@ def balanced_weights(frames, num_classes: int, power: float) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _train_step(net, model, batch, teacher, args, augment: AugmentConfig,
+def _train_step(net, model, batch, lut: np.ndarray, teacher, args, augment: AugmentConfig,
                 rng: np.random.Generator, device: torch.device, class_weight: torch.Tensor
                 ) -> tuple[torch.Tensor, dict]:
     """Cross-entropy on labeled points + lambda * KD on the points some camera sees."""
@@ -220,7 +228,8 @@ def _train_step(net, model, batch, teacher, args, augment: AugmentConfig,
     for frame in batch:
         A = random_transform(augment, rng)
         clouds.append(torch.from_numpy(apply_transform(frame.points, A, augment.jitter_m, rng)).to(device))
-        labels.append(torch.from_numpy(raw_to_train(frame.labels).astype(np.int64)).to(device))
+        train_ids = lut[np.asarray(frame.labels, np.uint32) & 0xFFFF]
+        labels.append(torch.from_numpy(train_ids.astype(np.int64)).to(device))
         views.append([CameraView(v.name, v.image, v.K, moved_extrinsic(v.T_cam_lidar, A), v.D)
                       for v in frame.cameras])
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -248,13 +257,13 @@ def _train_step(net, model, batch, teacher, args, augment: AugmentConfig,
 
 
 @torch.no_grad()
-def evaluate(model, frames, device: torch.device) -> float:
+def evaluate(model, frames, lut: np.ndarray, device: torch.device) -> float:
     """mIoU (percent) of the model on frames with labels, source BN statistics."""
     model.eval()
     cm = ConfusionMatrix(model.cfg.num_classes)
     for frame in frames:
         pts = torch.from_numpy(frame.points).to(device)
         pred = model(voxelize([pts], model.cfg.voxel_size)).logits.argmax(1).cpu().numpy()
-        cm.update(raw_to_train(frame.labels), pred)
+        cm.update(lut[np.asarray(frame.labels, np.uint32) & 0xFFFF], pred)
     return cm.miou()
 
