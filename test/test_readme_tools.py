@@ -39,11 +39,15 @@ ELSEWHERE = {
 }
 
 
-def tools_block() -> list[str]:
-    """The commands of the README block after `<!-- tools-block -->`, comments removed."""
+def readme_block(marker: str) -> list[str]:
+    """The commands of the README block after `<!-- marker -->`, comments removed."""
     text = (ROOT / "README.md").read_text()
-    block = text.split("<!-- tools-block -->", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    block = text.split(f"<!-- {marker} -->", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
     return [line.split("#", 1)[0].strip() for line in block.strip().splitlines()]
+
+
+def tools_block() -> list[str]:
+    return readme_block("tools-block")
 
 
 def small(command: str) -> list[str]:
@@ -74,3 +78,45 @@ def test_the_tools_block_runs_in_order(tmp_path: Path) -> None:
     assert (tmp_path / "model.ckpt").is_file() and (tmp_path / "eval.json").is_file()
     assert (tmp_path / "data" / "bags" / "03").is_dir()
     assert len(ran) == len(commands) - len(ELSEWHERE)
+
+
+# the training guide at small sizes: a tiny model, one epoch, the CPU, the teacher at 28 px
+GUIDE_SMALL = ["--epochs", "1", "--batch-size", "1", "--voxel-size", "0.2", "--backbone",
+               "tiny", "--teacher-height", "28", "--device", "cpu"]
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_the_training_guide_runs_on_a_folder_of_its_layout(tmp_path: Path) -> None:
+    """The guide's commands on a synthetic folder in SemanticKITTI's layout (every sequence
+    it names, with colour images and calib.txt) and a DINOv2 file saved from timm's model:
+    single-process training, torchrun on two CPU processes (gloo), and eval."""
+    import timm
+    import torch
+
+    from tttkd_ros.data.drive import generate_drive
+    from tttkd_ros.data.kitti import write_sequence
+
+    kitti = tmp_path / "semantic_kitti"
+    for k in range(11):
+        write_sequence(kitti, f"{k:02d}", generate_drive(
+            "clean", frames=1, seed=k, lidar_beams=8, lidar_azimuth_res_deg=2.0,
+            image_scale=0.1))
+    dino = tmp_path / "dinov2_vits14.pth"
+    torch.save(timm.create_model("vit_small_patch14_dinov2", pretrained=False,
+                                 num_classes=0).state_dict(), dino)
+    env = {**os.environ, "KITTI": str(kitti), "DINO": str(dino), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
+    lines = readme_block("training-guide")
+    assert lines[0].startswith("KITTI=") and lines[1].startswith("DINO=")
+    for command in lines[2:]:
+        small = command.replace("--nproc_per_node 4", "--nproc_per_node 2")
+        small = small.replace("tttkd ", f"{sys.executable} -m tttkd_ros.tools.cli ", 1)
+        small += " " + " ".join(GUIDE_SMALL if " train " in f" {command} " else
+                                ["--max-frames", "1", "--teacher-height", "28", "--device",
+                                 "cpu", "--no-progress"])
+        done = subprocess.run(["bash", "-c", "\n".join([*lines[:2], small])], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=900, check=False)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    for name in ("skitti.ckpt", "skitti_4gpu.ckpt", "eval_08.json"):
+        assert (tmp_path / name).is_file(), name
