@@ -153,7 +153,8 @@ def msg_type(name: str) -> type:
 
 # -- writing -------------------------------------------------------------------------------
 
-def _header(stamp_ns: int, frame_id: str) -> Any:
+def header_msg(stamp_ns: int, frame_id: str) -> Any:
+    """A rosbags std_msgs/Header."""
     stamp = msg_type("builtin_interfaces/msg/Time")(sec=stamp_ns // _NS, nanosec=stamp_ns % _NS)
     return msg_type("std_msgs/msg/Header")(stamp=stamp, frame_id=frame_id)
 
@@ -168,7 +169,7 @@ def _tf_static(stamp_ns: int, lidar_frame: str, cameras: list[CameraView]) -> An
         transform = msg_type("geometry_msgs/msg/Transform")(
             translation=vec(x=T[0, 3], y=T[1, 3], z=T[2, 3]), rotation=quat(x=x, y=y, z=z, w=w))
         transforms.append(msg_type("geometry_msgs/msg/TransformStamped")(
-            header=_header(stamp_ns, lidar_frame), child_frame_id=_camera_frame(view.name),
+            header=header_msg(stamp_ns, lidar_frame), child_frame_id=_camera_frame(view.name),
             transform=transform))
     return msg_type(TF_TYPE)(transforms=transforms)
 
@@ -195,8 +196,9 @@ def _cloud(header: Any, columns: dict[str, np.ndarray]) -> Any:
                                       msg_type("sensor_msgs/msg/PointField"))
 
 
-class _BagWriter:
-    """Connections are added on first use, so a drive without labels gets no label topic."""
+class BagWriter:
+    """Writes rosbags messages to an open rosbag2 Writer; a topic's connection is added on
+    its first message, so a drive without labels gets no label topic."""
 
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
@@ -226,7 +228,7 @@ def write_drive_bag(path: str | Path, frames: Iterable[Any], storage: str = "sql
         raise ValueError(f"unknown bag storage {storage!r}; choose one of {sorted(STORAGES)}")
     count = 0
     with Writer(Path(path), version=9, storage_plugin=STORAGES[storage]) as writer:
-        out = _BagWriter(writer)
+        out = BagWriter(writer)
         names: list[str] | None = None
         for frame in frames:
             stamp = int(frame.stamp_ns)
@@ -241,13 +243,13 @@ def write_drive_bag(path: str | Path, frames: Iterable[Any], storage: str = "sql
                                  f"first frame lacks ({names}); the bag's topics are fixed")
             points = np.asarray(frame.points, dtype=np.float32)
             xyz = {"x": points[:, 0], "y": points[:, 1], "z": points[:, 2]}
-            header = _header(stamp, lidar_frame)
+            header = header_msg(stamp, lidar_frame)
             out.write(POINTS_TOPIC, stamp, _cloud(header, {**xyz, "intensity": points[:, 3]}))
             if getattr(frame, "labels", None) is not None:  # a core Frame has none
                 labels = np.asarray(frame.labels, dtype=np.uint32)
                 out.write(LABELS_TOPIC, stamp, _cloud(header, {**xyz, "label": labels}))
             for view in frame.cameras:
-                cam_header = _header(stamp, _camera_frame(view.name))
+                cam_header = header_msg(stamp, _camera_frame(view.name))
                 out.write(info_topic(view.name), stamp, _camera_info(cam_header, view))
                 out.write(image_topic(view.name), stamp, array_to_image(
                     cam_header, view.image, "rgb8", msg_type(IMAGE_TYPE)))

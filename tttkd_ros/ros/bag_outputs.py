@@ -26,13 +26,21 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from ..core.frame import Frame, Prediction
-from .bag import CLOUD_TYPE, IMAGE_TYPE, POINTS_TOPIC, BagError, LabeledFrame, msg_type, typestore
+from .bag import (
+    CLOUD_TYPE,
+    IMAGE_TYPE,
+    POINTS_TOPIC,
+    BagError,
+    BagWriter,
+    LabeledFrame,
+    header_msg,
+    msg_type,
+)
 from .convert import CloudArrays, xyzi_fields_to_pointcloud2
 from .outputs import colored_cloud, labeled_cloud, mask_color_image, mask_image
 from .params import NODE_NAME
@@ -55,11 +63,6 @@ def mode_topics(mode: str, cameras: Sequence[str] = ()) -> dict[str, str]:
     return {name: f"{base}/{name}" for name in names}
 
 
-def _header(stamp_ns: int, frame_id: str) -> Any:
-    stamp = msg_type("builtin_interfaces/msg/Time")(sec=stamp_ns // _NS, nanosec=stamp_ns % _NS)
-    return msg_type("std_msgs/msg/Header")(stamp=stamp, frame_id=frame_id)
-
-
 def _cloud_arrays(frame: Frame) -> CloudArrays:
     """The frame's points as the decoded input cloud the node's output functions take."""
     points = np.asarray(frame.points, dtype=np.float32)
@@ -69,29 +72,19 @@ def _cloud_arrays(frame: Frame) -> CloudArrays:
 
 class OutputBag:
     """Takes the inputs once and each mode's predictions as they are made (the
-    evaluation.PredictionSink `write_prediction`), so no mode's outputs are held in memory.
-    A topic's connection is added on its first message."""
+    evaluation.PredictionSink `write_prediction`), so no mode's outputs are held in memory."""
 
     def __init__(self, writer: Writer) -> None:
-        self.writer = writer
-        self.connections: dict[str, Any] = {}
+        self.bag = BagWriter(writer)
         self.cloud_cls, self.image_cls = msg_type(CLOUD_TYPE), msg_type(IMAGE_TYPE)
         self.field_cls = msg_type("sensor_msgs/msg/PointField")
-
-    def _write(self, topic: str, stamp_ns: int, msg: Any) -> None:
-        msgtype = msg.__msgtype__
-        if topic not in self.connections:
-            self.connections[topic] = self.writer.add_connection(
-                topic, msgtype, typestore=typestore())
-        self.writer.write(self.connections[topic], stamp_ns,
-                          typestore().serialize_cdr(msg, msgtype))
 
     def write_inputs(self, frames: Iterable[LabeledFrame]) -> None:
         """The input clouds on /points (x, y, z, intensity), to show beside the outputs."""
         for frame in (item.frame for item in frames):
             pts = np.asarray(frame.points, dtype=np.float32)
-            self._write(POINTS_TOPIC, frame.stamp_ns, xyzi_fields_to_pointcloud2(
-                _header(frame.stamp_ns, frame.frame_id),
+            self.bag.write(POINTS_TOPIC, frame.stamp_ns, xyzi_fields_to_pointcloud2(
+                header_msg(frame.stamp_ns, frame.frame_id),
                 {"x": pts[:, 0], "y": pts[:, 1], "z": pts[:, 2], "intensity": pts[:, 3]},
                 self.cloud_cls, self.field_cls))
 
@@ -100,18 +93,18 @@ class OutputBag:
         """One frame's outputs of `mode`, as the node publishes them (module doc)."""
         stamp = int(frame.stamp_ns)
         topics = mode_topics(mode, list(pred.masks))
-        header = _header(stamp, frame.frame_id)
+        header = header_msg(stamp, frame.frame_id)
         cloud = _cloud_arrays(frame)
-        self._write(topics["labeled_points"], stamp,
+        self.bag.write(topics["labeled_points"], stamp,
                     labeled_cloud(header, cloud, pred, self.cloud_cls, self.field_cls))
-        self._write(topics["colored_points"], stamp, colored_cloud(
+        self.bag.write(topics["colored_points"], stamp, colored_cloud(
             header, cloud, pred.labels, palette, self.cloud_cls, self.field_cls))
         frame_ids = {view.name: view.frame_id for view in frame.cameras}
         for cam, mask in pred.masks.items():
-            cam_header = _header(stamp, frame_ids[cam])
-            self._write(topics[f"{cam}/mask"], stamp,
+            cam_header = header_msg(stamp, frame_ids[cam])
+            self.bag.write(topics[f"{cam}/mask"], stamp,
                         mask_image(cam_header, mask, self.image_cls))
-            self._write(topics[f"{cam}/mask_color"], stamp,
+            self.bag.write(topics[f"{cam}/mask_color"], stamp,
                         mask_color_image(cam_header, mask, palette, self.image_cls))
 
 
