@@ -72,5 +72,7 @@ def test_the_engine_scales_a_driver_range_to_the_checkpoints() -> None:
     np.testing.assert_allclose(got.confidence, expected.confidence, atol=1e-4)
     assert "intensity_out_of_range" not in got.stats.events
     assert velodyne.points[:, 3].max() == 255.0  # the caller's array is left alone
-    raw = engine(intensity_scale=1.0).process(velodyne)  # told the units are the model's
-    assert "intensity_out_of_range" in raw.stats.events
+    told = engine(intensity_scale=1.0)  # told the units are the model's
+    assert "intensity_out_of_range" in told.process(velodyne).stats.events
+    factor, p99 = told.intensity_mismatch  # the figures a warning quotes
+    assert factor == 1.0 and p99 == pytest.approx(np.percentile(counts, 99), abs=1.0)

@@ -38,10 +38,8 @@ from ..core.augment import moved_frame
 from ..core.config import MODE_PRESETS, AdaptConfig
 from ..core.device.selection import resolve_device
 from ..core.frame import UNLABELED, CameraView, Frame, FrameStats
-from ..core.intensity import out_of_range, scale_factor
 from ..core.loading import load_engine, warm_up
 from .convert import (
-    CloudArrays,
     ConversionError,
     any_image_to_rgb,
     camera_info_to_calib,
@@ -278,7 +276,7 @@ class AdaptNode(Node):
                 f"{self.engine.cfg.max_points}: the model saw a grid subsample, every point "
                 "is still labeled"))
         if "intensity_out_of_range" in pred.stats.events and not self.health.intensity_warning:
-            self._warn_intensity(cloud)
+            self._warn_intensity()
         if jump_reset:
             pred.stats.events.insert(0, "clock_jump_reset")
         if self.pub_labeled.get_subscription_count():
@@ -313,17 +311,16 @@ class AdaptNode(Node):
             self._defect("points", f"{exc} (sensor_frame '{s.sensor_frame}'); cloud skipped")
             return None
 
-    def _warn_intensity(self, cloud: CloudArrays) -> None:
-        """Once: the input's intensity, scaled, still disagrees with the checkpoint's (say by
-        how much and what to set); /diagnostics keeps saying it."""
-        e, raw = self.engine, cloud.points[:, 3]
-        factor = scale_factor(e.cfg.intensity_scale, e.intensity, raw, cloud.intensity_max)
-        p99 = out_of_range(raw * factor, e.intensity)
+    def _warn_intensity(self) -> None:
+        """Once: the input's intensity, scaled, still disagrees with the checkpoint's (the
+        engine's figures, and what to set); /diagnostics keeps saying it."""
+        e = self.engine
+        factor, p99 = e.intensity_mismatch
         trained = e.intensity.p99
         self.health.intensity_warning = (
             f"input intensity x {factor:.4g} (intensity_scale "
             f"{e.cfg.intensity_scale or 'auto'}) has a 99th percentile of "
-            f"{p99 if p99 is not None else float('nan'):.3g}; the checkpoint was trained on "
+            f"{p99:.3g}; the checkpoint was trained on "
             f"0..{e.intensity.range:g}" + (f" (99th percentile {trained:.3g})" if trained else "")
             + ": set intensity_scale to the factor that maps this sensor's units onto the "
             "checkpoint's (e.g. 0.003922 for 0..255 into 0..1), or train on this sensor")

@@ -51,6 +51,9 @@ class AdaptationEngine:
         cfg.validate()
         self.device = torch.device(device)
         self.intensity = intensity or IntensityReference()
+        # (factor, 99th percentile after scaling) of the last frame whose intensity still
+        # disagreed with the checkpoint's, for whoever words the warning
+        self.intensity_mismatch: tuple[float, float] | None = None
         self.model = model.to(self.device).eval()
         self.teacher = teacher
         self.cfg = cfg
@@ -231,7 +234,9 @@ class AdaptationEngine:
                                   frame.intensity_max)
             if factor != 1.0:
                 intensity *= factor  # in place: the host copy is the engine's own
-            if out_of_range(intensity, self.intensity) is not None:
+            p99 = out_of_range(intensity, self.intensity)
+            if p99 is not None:
+                self.intensity_mismatch = (factor, p99)
                 self._event(stats, "intensity_out_of_range")
         return host, kept
 
