@@ -24,7 +24,7 @@ import yaml
 from PIL import Image
 
 from ..core.frame import CameraView, Frame
-from ..core.labels import COLOR_MAP_BGR, LEARNING_MAP, LEARNING_MAP_INV, RAW_LABELS
+from ..core.labels import COLOR_MAP_BGR, LEARNING_MAP, LEARNING_MAP_INV, RAW_LABELS, LabelMap
 from . import LIDAR_FRAME_ID
 from .kitti_calib import (
     cam0_poses,
@@ -228,3 +228,11 @@ def write_label_map(path: Path | str) -> None:
 def read_label_map(path: Path | str) -> dict:
     """The YAML label map as a dict (integer keys, as yaml loads them)."""
     return yaml.safe_load(Path(path).read_text())
+
+
+def load_label_map(path: Path | str = "") -> LabelMap:
+    """The class set of a label map YAML (semantic-kitti.yaml's format); SemanticKITTI's
+    19 classes for an empty path. Raises ValueError / FileNotFoundError naming the file."""
+    if not path:
+        return LabelMap.semantic_kitti()
+    return LabelMap.from_dict(read_label_map(path), str(path))

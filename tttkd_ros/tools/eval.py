@@ -17,9 +17,8 @@ from typing import Any
 
 from tttkd_ros.core.config import MODES, PROTOCOLS, AdaptConfig, TeacherConfig
 from tttkd_ros.core.device.selection import resolve_device
-from tttkd_ros.core.labels import LabelMap
 from tttkd_ros.core.model.checkpoint import load_checkpoint
-from tttkd_ros.data.kitti import read_label_map
+from tttkd_ros.data.kitti import load_label_map
 from tttkd_ros.ros.bag import BagError, InputTopics
 from tttkd_ros.ros.bag_outputs import open_output_bag
 from tttkd_ros.ros.camera_info import rectified_from_topic
@@ -198,8 +197,7 @@ def _evaluate(args: argparse.Namespace) -> dict:
     with open_output_bag(args.write_bag) if args.write_bag else nullcontext() as outputs:
         if outputs is not None:
             outputs.write_inputs(frames)
-        labels = (LabelMap.from_dict(read_label_map(args.label_map), args.label_map)
-                  if args.label_map else None)
+        labels = load_label_map(args.label_map)
         result = evaluate(frames, args.checkpoint, configs, teacher, device,
                           progress=not args.no_progress, labels=labels,
                           sink=None if outputs is None else outputs.write_prediction)

@@ -24,14 +24,14 @@ from tttkd_ros.core.config import TEACHER_DIMS, ModelConfig, TeacherConfig
 from tttkd_ros.core.device.selection import resolve_device
 from tttkd_ros.core.frame import CameraView
 from tttkd_ros.core.intensity import IntensityReference
-from tttkd_ros.core.labels import IGNORE_INDEX, LabelMap
+from tttkd_ros.core.labels import IGNORE_INDEX
 from tttkd_ros.core.metrics import ConfusionMatrix
 from tttkd_ros.core.model.checkpoint import save_checkpoint
 from tttkd_ros.core.model.feature_cache import FeatureCache
 from tttkd_ros.core.model.segmentation import build_model
 from tttkd_ros.core.model.teacher import DinoTeacher, teacher_fingerprint
 from tttkd_ros.core.model.voxelize import voxelize
-from tttkd_ros.data.kitti import read_label_map, read_sequence
+from tttkd_ros.data.kitti import load_label_map, read_sequence
 
 
 def register(p: argparse.ArgumentParser) -> None:
@@ -107,8 +107,7 @@ def train(args: argparse.Namespace) -> dict:
 
     tcfg = TeacherConfig(name=args.teacher, weights=args.teacher_weights,
                          image_height=args.teacher_height)
-    classes = (LabelMap.from_dict(read_label_map(args.label_map), args.label_map)
-               if args.label_map else LabelMap.semantic_kitti())
+    classes = load_label_map(args.label_map)
     lut = classes.lut()
     mcfg = ModelConfig(backbone=args.backbone, head=args.head, voxel_size=args.voxel_size,
                        feat_dim=tcfg.feat_dim, num_classes=len(classes.class_names))
