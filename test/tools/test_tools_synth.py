@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,27 @@ def test_unknown_world_setting_is_refused_before_writing(
     assert not (tmp_path / "sequences").exists()
     args = parse(["--out", str(tmp_path), "--set", "no_equals_sign"])
     assert args.func(args) == 2
+
+
+def test_stats_describe_the_drive_and_sit_beside_a_reference(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small = ["--frames", "1", "--set", "lidar_azimuth_res_deg=0.72", "--set", "image_scale=0.1"]
+    args = parse(["--stats", *small])
+    assert args.func(args) == 0
+    stats = json.loads(capsys.readouterr().out)
+    frame = render_frame(get_shift("clean", lidar_azimuth_res_deg=0.72, image_scale=0.1), 0, 0)
+    assert stats["points_per_scan"] == len(frame.points)
+    classes = stats["classes"]
+    assert {"road", "sidewalk", "building", "vegetation", "car"} <= set(classes)
+    assert sum(c["share_%"] for c in classes.values()) == pytest.approx(100.0, abs=0.2)
+    road = classes["road"]
+    assert road["z_m_p10_p50_p90"][0] <= road["z_m_p10_p50_p90"][1] <= road["z_m_p10_p50_p90"][2]
+    assert -2.2 < road["z_m_p10_p50_p90"][1] < -1.4  # the road lies below the sensor
+    reference = dict(stats, classes={"road": classes["road"], "pole": classes["road"]})
+    (tmp_path / "real.json").write_text(json.dumps(reference))
+    args = parse(["--stats", *small, "--compare", str(tmp_path / "real.json")])
+    assert args.func(args) == 0
+    table = capsys.readouterr().out
+    share = f"{road['share_%']:.1f}"
+    assert f"| road | {share} ({share})" in table
+    assert "| car |" in table and "(-)" in table  # a class only one side has

@@ -17,11 +17,13 @@ from .town import LANE_MARKING, PARKING, ROAD, SIDEWALK, TERRAIN, TownConfig
 
 _IDS = 260  # raw ids used here are all below this
 
-# raw id -> (RGB albedo, LiDAR reflectivity) of the ground classes
+# raw id -> (RGB albedo, LiDAR reflectivity) of the ground classes; reflectivities (here and
+# in props.py) are set so that the intensity medians per class match SemanticKITTI's
+# (`tttkd synth --stats --compare`)
 GROUND_STYLE: dict[int, tuple[tuple[float, float, float], float]] = {
-    ROAD: ((0.30, 0.30, 0.32), 0.20), LANE_MARKING: ((0.88, 0.88, 0.84), 0.80),
-    PARKING: ((0.40, 0.38, 0.40), 0.22), SIDEWALK: ((0.62, 0.60, 0.57), 0.30),
-    TERRAIN: ((0.36, 0.48, 0.20), 0.42),
+    ROAD: ((0.30, 0.30, 0.32), 0.36), LANE_MARKING: ((0.88, 0.88, 0.84), 0.80),
+    PARKING: ((0.40, 0.38, 0.40), 0.45), SIDEWALK: ((0.62, 0.60, 0.57), 0.47),
+    TERRAIN: ((0.36, 0.48, 0.20), 0.53),
 }
 # raw id -> (texture cell size in metres, relative amplitude)
 TEXTURE: dict[int, tuple[float, float]] = {

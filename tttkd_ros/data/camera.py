@@ -141,7 +141,7 @@ def render(
     uint32 image of raw SemanticKITTI ids (0 where the pixel shows sky).
     """
     grid = PinholeGrid(config, pose)
-    hits = cast(grid, prims, config.far)
+    hits = cast(grid, prims, config.far, town)
     surf = surface(hits, hits.points(grid), prims, town)
     rgb = shade(surf.albedo, hits.normal, sun_direction(town))
     rgb[hits.prim == SKY] = sky(grid.dirs[hits.prim == SKY])

@@ -20,6 +20,7 @@ from .layout import Town
 from .lidar import beam_gains, scan
 from .noise import rng_for
 from .shifts import SynthConfig, get_shift
+from .terrain import ground_height
 
 _PATH, _LIDAR, _CAMERA, _GAINS = 1, 2, 3, 4
 
@@ -32,7 +33,7 @@ class SynthFrame:
     labels: (N,) uint32 raw SemanticKITTI ids (no instance bits).
     cameras: rendered images with calibration; label_images: camera name -> H x W uint32
     raw ids of what each pixel shows (0 = sky).  pose: 4 x 4 world_from_lidar (ground at
-    z = 0).  stamp_ns: acquisition time.  index: frame number in the drive.
+    z = 0 under the road's crown at the town's mean height).  stamp_ns: acquisition time.  index: frame number in the drive.
     """
 
     points: np.ndarray
@@ -52,7 +53,9 @@ class SynthFrame:
 
 class EgoPath:
     """The ego vehicle's LiDAR pose as a function of time: along the inner right-hand lane
-    with gentle speed and lateral variations drawn from the drive seed."""
+    with gentle speed and lateral variations drawn from the drive seed, its wheels on the
+    ground (pitching and rolling with the road) and its LiDAR mounted with a small tilt of
+    its own (drawn per drive: no two installations are level alike)."""
 
     def __init__(self, config: SynthConfig, seed: int) -> None:
         rng = rng_for(seed, _PATH)
@@ -61,6 +64,7 @@ class EgoPath:
         self.speed = rng.uniform(*config.speed)
         self.surge = (rng.uniform(0.3, 0.8), rng.uniform(0.2, 0.5), rng.uniform(0, 2 * np.pi))
         self.sway = (0.25, rng.uniform(0.1, 0.3), rng.uniform(0, 2 * np.pi))
+        self.tilt = rng.normal(0.0, np.radians(config.lidar.mount_tilt_deg), 2)  # pitch, roll
 
     def pose(self, t: float) -> np.ndarray:
         """4 x 4 world_from_lidar at time t seconds after the drive's start."""
@@ -72,10 +76,38 @@ class EgoPath:
         dd = amp * omega * np.cos(omega * t + phase)
         x, y, heading = self.town.to_world(s, d)
         yaw = float(heading) + np.arctan2(dd, ds)
+        pitch, roll = self._attitude(float(x), float(y), yaw)
+        rotation = _rot_z(yaw) @ _rot_y(pitch + self.tilt[0]) @ _rot_x(roll + self.tilt[1])
+        ground = float(ground_height(self.town, np.array([x]), np.array([y]))[0])
         pose = np.eye(4)
-        pose[:2, :2] = [[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]]
-        pose[:3, 3] = (float(x), float(y), self.height)
+        pose[:3, :3] = rotation
+        pose[:3, 3] = np.array([float(x), float(y), ground]) + rotation[:, 2] * self.height
         return pose
+
+    def _attitude(self, x: float, y: float, yaw: float) -> tuple[float, float]:
+        """(pitch, roll) of a car with wheelbase 2.7 m and track 1.6 m standing at (x, y)."""
+        f = np.array([np.cos(yaw), np.sin(yaw)])
+        left = np.array([-f[1], f[0]])
+        px = np.array([x + 1.35 * f[0], x - 1.35 * f[0], x + 0.8 * left[0], x - 0.8 * left[0]])
+        py = np.array([y + 1.35 * f[1], y - 1.35 * f[1], y + 0.8 * left[1], y - 0.8 * left[1]])
+        front, back, lft, rgt = ground_height(self.town, px, py)
+        # nose up is a negative rotation about y; left side up a positive one about x
+        return -float(np.arctan2(front - back, 2.7)), float(np.arctan2(lft - rgt, 1.6))
+
+
+def _rot_x(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def _rot_y(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def _rot_z(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 def render_frame(config: SynthConfig, seed: int, index: int, town: Town | None = None,

@@ -13,12 +13,14 @@ import numpy as np
 
 from . import props
 from .noise import rng_for
-from .scene import PrimitiveBuilder, Primitives
+from .scene import ELLIPSOID, PrimitiveBuilder, Primitives
+from .terrain import ground_height
 from .town import TownConfig
 
 MOVING_CAR, MOVING_BICYCLIST, MOVING_PERSON = 252, 253, 254
 _MAX_SPEED = 14.0  # m/s, bounds how far a mover can have travelled from its spawn segment
 _STATIC, _MOVERS = 1, 2
+_FOOTING = 0.5  # metres below ground of everything that stands on it
 
 
 class Town:
@@ -42,7 +44,7 @@ class Town:
                 s = s0 + v * t
                 if abs(s - x) <= radius:
                     self._place_mover(b, kind, s, d, v, seed)
-        return Primitives.concat([*parts, b.build()])
+        return Primitives.concat([*parts, self._grounded(b.build())])
 
     def _cached(self, what: int, k: int):
         key = (what, k)
@@ -60,7 +62,19 @@ class Town:
         for left in (0, 1):
             rng = rng_for(self.config.seed, k, left, _STATIC)
             _Side(self.config, b, rng, k, left).populate()
-        return b.build()
+        return self._grounded(b.build())
+
+    def _grounded(self, prims: Primitives) -> Primitives:
+        """The primitives (built on z = 0) standing on the ground under their centres; what
+        touches z = 0 reaches _FOOTING metres into the ground, so that a slope under a
+        building's footprint leaves no gap beneath it."""
+        if len(prims) == 0:
+            return prims
+        standing = (prims.center[:, 2] - prims.half[:, 2] < 0.05) & (prims.kind != ELLIPSOID)
+        prims.center[:, 2] += ground_height(self.config, prims.center[:, 0], prims.center[:, 1])
+        prims.half[standing, 2] += _FOOTING / 2
+        prims.center[standing, 2] -= _FOOTING / 2
+        return prims
 
     def _movers(self, k: int) -> list[tuple[int, float, float, float, int]]:
         """(kind, spawn s, lateral d, speed along s, shape seed) of segment k's movers."""
@@ -139,14 +153,27 @@ class _Side:
                     break
                 setback = rng.uniform(*c.setback)
                 self.block(s + length / 2, self.walk_out + setback, length)
-                if setback > 2.5 and rng.random() < 0.3:
-                    x, y, h = self.at(s + length / 2, self.walk_out + 0.6)
-                    props.hedge(self.b, rng, x, y, h, length)
+                self.garden(s, length, setback)
                 s += length + rng.uniform(2.0, 8.0)
             else:
                 length = min(rng.uniform(12.0, 25.0), self.end - s - 1.0)
                 self.park(s, length)
                 s += length + rng.uniform(1.0, 4.0)
+
+    def garden(self, s: float, length: float, setback: float) -> None:
+        """The front garden before a building: a hedge or a fence along the sidewalk, or
+        neither, and shrubs."""
+        c, rng = self.c, self.rng
+        edge = rng.random()
+        x, y, h = self.at(s + length / 2, self.walk_out + 0.5)
+        if edge < c.hedge_prob:
+            props.hedge(self.b, rng, x, y, h, length)
+        elif edge < c.hedge_prob + 0.5 * c.fence_prob * (1.0 - c.hedge_prob):
+            props.fence(self.b, rng, x, y, h, length)
+        for _ in range(rng.poisson(c.garden_bushes * length * min(1.0, setback / 3.0))):
+            x, y, _ = self.at(s + rng.uniform(0, length),
+                              self.walk_out + rng.uniform(0.8, max(1.0, setback - 0.6)))
+            props.bush(self.b, rng, x, y, size=rng.uniform(0.6, 1.6))
 
     def block(self, s_mid: float, d_front: float, length: float) -> None:
         c, rng = self.c, self.rng
@@ -166,6 +193,9 @@ class _Side:
         for _ in range(rng.poisson(length / 6.0)):
             tx, ty, _ = self.at(s + rng.uniform(0, length), self.walk_out + rng.uniform(3, 18))
             props.tree(b, rng, tx, ty, max_crown=2.8)
+        for _ in range(rng.poisson(length / 3.0)):
+            bx, by, _ = self.at(s + rng.uniform(0, length), self.walk_out + rng.uniform(1, 12))
+            props.bush(b, rng, bx, by, size=rng.uniform(0.6, 2.0))
         if rng.random() < 0.6:
             self.block(s + length / 2, self.walk_out + rng.uniform(22.0, 30.0), length)
 
@@ -174,7 +204,7 @@ class _Side:
         # Tree pits at the outer sidewalk edge; crowns stay clear of the driving lanes.
         s = self.start + rng.uniform(0.0, c.tree_spacing)
         while s < self.end:
-            if rng.random() < 0.6:
+            if rng.random() < 0.45:
                 x, y, _ = self.at(s, self.walk_out - 0.5)
                 props.tree(b, rng, x, y, max_crown=min(2.5, self.walk_out - 0.5 - c.half_road))
             s += c.tree_spacing * rng.uniform(0.7, 1.3)
@@ -195,7 +225,7 @@ class _Side:
         d = c.half_road + c.parking_width / 2
         s = self.start + rng.uniform(0.0, 3.0)
         while s < self.end - 5.0:
-            if rng.random() < 0.75:
+            if rng.random() < c.parked_density:
                 build = props.truck if rng.random() < c.truck_fraction else props.car
                 # A dry run with the same shape seed gives the length; then build centred.
                 seed = int(rng.integers(1 << 62))

@@ -15,7 +15,8 @@ from .appearance import surface
 from .raycast import cast
 from .scene import Primitives
 from .town import TownConfig
-from .weather import WeatherConfig, lidar_weather
+from .props import VEGETATION
+from .weather import OUTLIER, WeatherConfig, lidar_weather
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,24 @@ class LidarConfig:
     max_range: float = 120.0
     min_range: float = 2.5  # returns closer than this (the ego vehicle) are discarded
     mount_height: float = 1.73
+    mount_tilt_deg: float = 0.5  # sigma of a drive's mounting pitch and roll
     range_noise: float = 0.02  # metres, Gaussian sigma
+    foliage_depth: float = 0.15  # metres, mean extra range of a return from inside foliage
     dropout: float = 0.0  # chance that any return is lost
+    # A return is detected with probability sigmoid(log(P / detect_threshold) / detect_softness)
+    # of its power P = reflectivity * cos(incidence) * min(1, (detect_range / range)^2):
+    # dark surfaces at grazing angles and far away thin out, as on an HDL-64E.
+    detect_threshold: float = 0.001
+    detect_softness: float = 0.5
+    detect_range: float = 10.0
     intensity_gain: float = 1.0
     intensity_gamma: float = 1.0  # measured = gain * beam_gain * true ** gamma
-    beam_gain_sigma: float = 0.0  # spread of the per-beam intensity calibration
+    # true = reflectivity * (incidence_floor + (1 - incidence_floor) * cos(incidence)): the
+    # sensor's intensity depends only weakly on the angle (SemanticKITTI's road, seen at
+    # grazing angles, is as bright as its sidewalks)
+    incidence_floor: float = 0.6
+    beam_gain_sigma: float = 0.08  # spread of the per-beam intensity calibration
+    weak_beam_fraction: float = 0.1  # lasers that read far too low (gain 0.05-0.35)
     intensity_noise: float = 0.02
 
     def elevations(self) -> np.ndarray:
@@ -107,8 +121,12 @@ class SpinningGrid:
 
 
 def beam_gains(config: LidarConfig, rng: np.random.Generator) -> np.ndarray:
-    """(beams,) per-beam intensity gains of one sensor unit (constant over a drive)."""
-    return np.clip(1.0 + config.beam_gain_sigma * rng.standard_normal(config.beams), 0.2, 3.0)
+    """(beams,) per-beam intensity gains of one sensor unit (constant over a drive): a spread
+    about 1, and a few weak lasers (real units read zero on dark surfaces on some beams)."""
+    gains = np.clip(1.0 + config.beam_gain_sigma * rng.standard_normal(config.beams), 0.2, 3.0)
+    weak = rng.random(config.beams) < config.weak_beam_fraction
+    gains[weak] = rng.uniform(0.05, 0.35, int(weak.sum()))
+    return gains
 
 
 def scan(
@@ -121,20 +139,33 @@ def scan(
     (N,) uint32 raw SemanticKITTI ids, in (beam, azimuth) order.
     """
     grid = SpinningGrid(config, pose)
-    hits = cast(grid, prims, config.max_range)
+    hits = cast(grid, prims, config.max_range, town)
     surf = surface(hits, hits.points(grid), prims, town)
-    # Lambertian return with a floor, so grazing road still returns at short range.
     cos_inc = np.abs(np.einsum("ij,ij->i", hits.normal, grid.dirs))
-    true = surf.reflectivity * (0.2 + 0.8 * cos_inc)
+    floor = config.incidence_floor
+    true = surf.reflectivity * (floor + (1.0 - floor) * cos_inc)
     beam = np.repeat(np.arange(config.beams), grid.cols)
     intensity = config.intensity_gain * gains[beam] * true**config.intensity_gamma
     n = hits.t.shape[0]
     intensity = intensity + config.intensity_noise * rng.standard_normal(n)
     t = np.where(surf.hit & (hits.t <= config.max_range), hits.t, np.inf)
+    t = t + rng.exponential(config.foliage_depth, n) * (surf.labels == VEGETATION)
     t, labels, intensity = lidar_weather(t, surf.labels, intensity, weather, config.min_range,
                                          rng)
+    detected = rng.random(n) < detection_probability(config, surf.reflectivity, cos_inc, t)
+    detected |= labels == OUTLIER  # droplets return by definition
     t = t + config.range_noise * rng.standard_normal(n)
-    keep = np.isfinite(t) & (t >= config.min_range) & (rng.random(n) >= config.dropout)
+    keep = (np.isfinite(t) & (t >= config.min_range) & (rng.random(n) >= config.dropout)
+            & detected)
     xyz = t[keep, None] * grid.dirs_local[keep]
     points = np.concatenate((xyz, np.clip(intensity[keep], 0.0, 1.0)[:, None]), axis=1)
     return points.astype(np.float32), labels[keep].astype(np.uint32)
+
+
+def detection_probability(config: LidarConfig, reflectivity: np.ndarray, cos_inc: np.ndarray,
+                          t: np.ndarray) -> np.ndarray:
+    """(R,) chance that each return is strong enough to be detected."""
+    falloff = np.minimum(1.0, (config.detect_range / np.maximum(t, 1e-3)) ** 2)
+    power = np.maximum(reflectivity * cos_inc * falloff, 1e-12)
+    score = np.log(power / config.detect_threshold) / config.detect_softness
+    return 1.0 / (1.0 + np.exp(-np.clip(score, -50.0, 50.0)))

@@ -40,12 +40,13 @@ def car(b: PrimitiveBuilder, rng: np.random.Generator, x: float, y: float, yaw: 
     """A car (body + glass cabin); returns its length."""
     length, width = rng.uniform(3.9, 4.8), rng.uniform(1.7, 1.9)
     paint = _pick(rng, _PAINTS)
-    # Light paint returns more laser energy than dark paint.
-    refl = 0.15 + 0.5 * float(paint.mean())
+    # Glossy paint sends most laser energy away (SemanticKITTI's cars are darker than its
+    # road); light paint still returns more than dark paint.
+    refl = 0.06 + 0.22 * float(paint.mean())
     b.add(BOX, (x, y, 0.6), (length / 2, width / 2, 0.4), label, paint, refl, yaw)
     cx, cy = _offset(x, y, yaw, -0.05 * length)
     b.add(BOX, (cx, cy, 1.22), (0.28 * length, width / 2 - 0.06, 0.22), label,
-          0.6 * _GLASS + 0.4 * paint, 0.12, yaw)
+          0.6 * _GLASS + 0.4 * paint, 0.04, yaw)
     return length
 
 
@@ -92,10 +93,30 @@ def tree(b: PrimitiveBuilder, rng: np.random.Generator, x: float, y: float,
     trunk_h, trunk_r = rng.uniform(2.2, 3.5), rng.uniform(0.12, 0.25)
     crown_r, crown_h = rng.uniform(1.3, max_crown), rng.uniform(1.3, 2.6)
     b.add(CYLINDER, (x, y, trunk_h / 2), (trunk_r, trunk_r, trunk_h / 2), TRUNK,
-          np.array([0.36, 0.26, 0.16]) + rng.normal(0, 0.03, 3), 0.3)
+          np.array([0.36, 0.26, 0.16]) + rng.normal(0, 0.03, 3), 0.37)
     green = np.array([0.20, 0.40, 0.12]) + rng.normal(0, 0.04, 3)
     b.add(ELLIPSOID, (x, y, trunk_h + 0.6 * crown_h), (crown_r, crown_r, crown_h), VEGETATION,
-          np.clip(green, 0, 1), 0.55)
+          np.clip(green, 0, 1), 0.41)
+    # a lobe or two off the main crown: real crowns are not ellipsoids
+    for _ in range(rng.integers(1, 3)):
+        r = crown_r * rng.uniform(0.45, 0.7)
+        angle = rng.uniform(0.0, 2.0 * np.pi)
+        lx, ly = _offset(x, y, angle, min(crown_r * 0.6, max_crown - r))
+        b.add(ELLIPSOID, (lx, ly, trunk_h + crown_h * rng.uniform(0.3, 1.0)),
+              (r, r, r * rng.uniform(0.8, 1.2)), VEGETATION,
+              np.clip(green + rng.normal(0, 0.03, 3), 0, 1), 0.41)
+
+
+def bush(b: PrimitiveBuilder, rng: np.random.Generator, x: float, y: float,
+         size: float = 1.0) -> None:
+    """A shrub of one to three overlapping ellipsoids, about `size` metres high."""
+    green = np.array([0.18, 0.36, 0.12]) + rng.normal(0, 0.04, 3)
+    for _ in range(rng.integers(1, 4)):
+        r = size * rng.uniform(0.4, 0.8)
+        h = size * rng.uniform(0.35, 0.6)
+        ox, oy = x + rng.normal(0, 0.4 * size), y + rng.normal(0, 0.4 * size)
+        b.add(ELLIPSOID, (ox, oy, h * 0.8), (r, r, h), VEGETATION,
+              np.clip(green + rng.normal(0, 0.03, 3), 0, 1), 0.41)
 
 
 def streetlight(b: PrimitiveBuilder, rng: np.random.Generator, x: float, y: float,
@@ -103,16 +124,17 @@ def streetlight(b: PrimitiveBuilder, rng: np.random.Generator, x: float, y: floa
     """A lamp post with a horizontal arm pointing along `arm_yaw` (over the road)."""
     height = rng.uniform(6.0, 8.0)
     grey = np.array([0.45, 0.46, 0.47])
-    b.add(CYLINDER, (x, y, height / 2), (0.09, 0.09, height / 2), POLE, grey, 0.4)
+    b.add(CYLINDER, (x, y, height / 2), (0.09, 0.09, height / 2), POLE, grey, 0.2)
     ax, ay = _offset(x, y, arm_yaw, 0.8)
-    b.add(BOX, (ax, ay, height - 0.1), (0.8, 0.05, 0.05), POLE, grey, 0.4, arm_yaw)
+    b.add(BOX, (ax, ay, height - 0.1), (0.8, 0.05, 0.05), POLE, grey, 0.2, arm_yaw)
 
 
 def sign(b: PrimitiveBuilder, rng: np.random.Generator, x: float, y: float,
          yaw: float) -> None:
-    """A traffic sign: post (pole) and a retro-reflective panel facing along `yaw`."""
-    b.add(CYLINDER, (x, y, 1.05), (0.04, 0.04, 1.05), POLE, np.array([0.5, 0.5, 0.5]), 0.4)
-    b.add(BOX, (x, y, 2.4), (0.02, 0.32, 0.32), TRAFFIC_SIGN, _pick(rng, _SIGNS, 0.02), 0.95,
+    """A traffic sign: post (pole) and a panel facing along `yaw` (its retro-reflective face
+    and its plain back average to SemanticKITTI's signs)."""
+    b.add(CYLINDER, (x, y, 1.05), (0.04, 0.04, 1.05), POLE, np.array([0.5, 0.5, 0.5]), 0.2)
+    b.add(BOX, (x, y, 2.4), (0.02, 0.32, 0.32), TRAFFIC_SIGN, _pick(rng, _SIGNS, 0.02), 0.45,
           yaw)
 
 
@@ -120,19 +142,28 @@ def building(b: PrimitiveBuilder, rng: np.random.Generator, x: float, y: float, 
              length: float, depth: float, height: float) -> None:
     """A block building centred at (x, y); windows are a texture (see appearance)."""
     b.add(BOX, (x, y, height / 2), (length / 2, depth / 2, height / 2), BUILDING,
-          _pick(rng, _FACADES), rng.uniform(0.3, 0.5), yaw)
+          _pick(rng, _FACADES), rng.uniform(0.38, 0.6), yaw)
 
 
 def fence(b: PrimitiveBuilder, rng: np.random.Generator, x: float, y: float, yaw: float,
           length: float) -> None:
     """A thin fence panel run along `yaw`."""
     colour = np.array([0.50, 0.50, 0.48]) + rng.normal(0, 0.05, 3)
-    b.add(BOX, (x, y, 0.6), (length / 2, 0.03, 0.6), FENCE, np.clip(colour, 0, 1), 0.3, yaw)
+    b.add(BOX, (x, y, 0.6), (length / 2, 0.03, 0.6), FENCE, np.clip(colour, 0, 1), 0.36, yaw)
 
 
 def hedge(b: PrimitiveBuilder, rng: np.random.Generator, x: float, y: float, yaw: float,
           length: float) -> None:
-    """A trimmed hedge (vegetation) along `yaw`."""
+    """A hedge (vegetation) along `yaw`, centred at (x, y): sections of 1-3 m whose height
+    and depth wander, as an untrimmed garden hedge does."""
     green = np.array([0.16, 0.33, 0.10]) + rng.normal(0, 0.03, 3)
-    b.add(BOX, (x, y, 0.55), (length / 2, 0.4, 0.55), VEGETATION, np.clip(green, 0, 1), 0.5,
-          yaw)
+    base_h = rng.uniform(0.9, 2.4)
+    s = -length / 2
+    while s < length / 2 - 0.3:
+        piece = min(rng.uniform(1.0, 3.0), length / 2 - s)
+        h = max(0.5, base_h + rng.normal(0, 0.15))
+        sx, sy = _offset(x, y, yaw, s + piece / 2)
+        depth = rng.uniform(0.5, 1.0)
+        b.add(BOX, (sx, sy, h / 2), (piece / 2 + 0.1, depth / 2, h / 2), VEGETATION,
+              np.clip(green + rng.normal(0, 0.02, 3), 0, 1), 0.41, yaw)
+        s += piece

@@ -8,14 +8,19 @@ entirely covered by nearer hits is skipped. The cost is then close to that of ra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from .scene import BOX, CYLINDER, Primitives
+from .terrain import ground_height, ground_normal
+
+if TYPE_CHECKING:
+    from .town import TownConfig
 
 GROUND, SKY = -1, -2  # values of Hits.prim that are not a primitive index
 _EPS = 1e-6
+_GROUND_ITERATIONS = 6
 
 
 class RayGrid(Protocol):
@@ -45,18 +50,24 @@ class Hits:
         return points
 
 
-def cast(grid: RayGrid, prims: Primitives, max_t: float) -> Hits:
-    """Intersect every ray of `grid` with the ground z = 0 (at any distance: the ground is
-    analytic and reaches the horizon) and with the primitives closer than max_t."""
+def cast(grid: RayGrid, prims: Primitives, max_t: float, town: TownConfig | None = None
+         ) -> Hits:
+    """Intersect every ray of `grid` with the ground (the town's height field, or z = 0
+    without a town; at any distance: it is analytic and reaches the horizon) and with the
+    primitives closer than max_t."""
     o, dirs = grid.origin, grid.dirs
     n_rays = dirs.shape[0]
     t = np.full(n_rays, np.inf)
     prim = np.full(n_rays, SKY, dtype=np.int32)
     normal = np.zeros((n_rays, 3), dtype=np.float32)
-    down = dirs[:, 2] < -_EPS
-    t_ground = np.where(down, -o[2] / np.where(down, dirs[:, 2], -1.0), np.inf)
+    t_ground = ground_distance(o, dirs, max_t, town)
     ground = np.isfinite(t_ground)
-    t[ground], prim[ground], normal[ground, 2] = t_ground[ground], GROUND, 1.0
+    t[ground], prim[ground] = t_ground[ground], GROUND
+    if town is None:
+        normal[ground, 2] = 1.0
+    else:
+        hit = o + t_ground[ground, None] * dirs[ground]
+        normal[ground] = ground_normal(town, hit[:, 0], hit[:, 1])
 
     dist = np.linalg.norm(prims.center - o, axis=1)
     near = dist - prims.radius()
@@ -80,6 +91,29 @@ def cast(grid: RayGrid, prims: Primitives, max_t: float) -> Hits:
         if sel.size:
             normal[sel] = surface_normal(prims, i, o + t[sel, None] * dirs[sel])
     return Hits(t=t, normal=normal, prim=prim)
+
+
+def ground_distance(o: np.ndarray, dirs: np.ndarray, max_t: float,
+                    town: TownConfig | None) -> np.ndarray:
+    """(R,) distance along each downward ray to the ground, inf for the others.
+
+    The height field is found by fixed point from the plane at the height below the origin:
+    t <- (h(o + t d) - o_z) / d_z converges while the ground's slope relative to the ray is
+    below the ray's own (gentle terrain, rays within ~100 m); beyond `max_t` (nothing is
+    kept there but the camera's far ground) the plane's estimate stands."""
+    down = dirs[:, 2] < -_EPS
+    dz = np.where(down, dirs[:, 2], -1.0)
+    base = 0.0 if town is None else float(ground_height(town, o[:1], o[1:2])[0])
+    t = np.where(down, (base - o[2]) / dz, np.inf)
+    if town is None or town.ground.flat():
+        return t
+    near = np.nonzero(down & (t < 2.0 * max_t))[0]
+    tn, dn = t[near], dirs[near]
+    for _ in range(_GROUND_ITERATIONS):
+        p = o + tn[:, None] * dn
+        tn = np.maximum((ground_height(town, p[:, 0], p[:, 1]) - o[2]) / dn[:, 2], _EPS)
+    t[near] = tn
+    return t
 
 
 def intersect(prims: Primitives, i: int, origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:

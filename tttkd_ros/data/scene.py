@@ -2,7 +2,8 @@
 
 Three primitive kinds cover a street: yawed boxes (buildings, vehicles, fences, signs),
 vertical capped cylinders (poles, trunks, people) and vertical ellipsoids (tree crowns,
-heads). The ground is not a primitive: it is the plane z = 0, classified by `TownConfig`.
+heads). The ground is not a primitive: it is a height field (terrain.py), classified by
+`TownConfig`; objects are built standing on z = 0 and lifted onto it (layout.py).
 """
 from __future__ import annotations
 

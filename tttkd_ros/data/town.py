@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .noise import hash01
+from .terrain import GroundShape
 
 ROAD, LANE_MARKING, PARKING, SIDEWALK, TERRAIN = 40, 60, 44, 48, 72
 
@@ -28,7 +29,7 @@ class TownConfig:
     lane_width: float = 3.5
     parking_width: float = 2.5
     sidewalk_width: float = 3.0
-    parking_prob: float = 0.6  # per segment and side
+    parking_prob: float = 0.3  # per segment and side
     crosswalk_prob: float = 0.2  # per segment
     curve_amplitude: float = 6.0
     curve_wavelength: float = 400.0
@@ -36,16 +37,20 @@ class TownConfig:
     building_prob: float = 0.8  # a frontage slot holds a building, else a small park
     building_height: tuple[float, float] = (6.0, 22.0)
     building_depth: tuple[float, float] = (8.0, 16.0)
-    setback: tuple[float, float] = (1.0, 5.0)  # terrain strip between sidewalk and buildings
-    tree_spacing: float = 12.0
+    setback: tuple[float, float] = (2.0, 7.0)  # front garden between sidewalk and building
+    hedge_prob: float = 0.75  # a front garden is hedged along the sidewalk (else maybe fenced)
+    garden_bushes: float = 0.6  # shrubs per metre of front garden
+    tree_spacing: float = 9.0
     fence_prob: float = 0.4  # a park slot is fenced (else maybe hedged)
-    truck_fraction: float = 0.15
+    parked_density: float = 0.35  # chance that a parking slot holds a vehicle
+    truck_fraction: float = 0.05
     parked_bicycle_prob: float = 0.3  # per segment and side
     sign_prob: float = 0.5  # per segment
     pedestrians: float = 1.5  # standing, per segment and side (Poisson mean)
     walkers: float = 0.8  # walking, per segment and side
-    oncoming_cars: float = 0.8  # per segment
+    oncoming_cars: float = 0.4  # per segment
     bicyclists: float = 0.3  # per segment
+    ground: GroundShape = GroundShape()
     sun_azimuth_deg: float = 135.0
     sun_elevation_deg: float = 40.0
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from tqdm import tqdm
 from ..data.drive import generate_drive
 from ..data.kitti import sequence_dir, write_label_map, write_sequence
 from ..data.shifts import SHIFTS, get_shift, list_shifts
+from ..data.stats import scan_stats, side_by_side
 from ..ros.bag import STORAGES, write_drive_bag
 
 
@@ -37,6 +39,12 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="rosbag2 storage of --bag; default sqlite3")
     parser.add_argument("--list-shifts", action="store_true",
                         help="print the preset names, one per line, clean first, and exit")
+    parser.add_argument("--stats", action="store_true",
+                        help="print the drive's scan statistics (per class: share, intensity, "
+                             "height, range percentiles) as JSON; --out is then optional")
+    parser.add_argument("--compare", type=Path, metavar="JSON",
+                        help="with --stats: print a Markdown table of the drive's statistics "
+                             "next to these (e.g. the same statistics of real scans)")
     parser.set_defaults(func=run)
 
 
@@ -44,9 +52,17 @@ def run(args: argparse.Namespace) -> int:
     if args.list_shifts:
         print("\n".join(list_shifts()))
         return 0
-    if args.out is None:
-        print("tttkd synth: --out is required (or use --list-shifts)", file=sys.stderr)
+    if args.out is None and not args.stats:
+        print("tttkd synth: --out is required (or use --list-shifts or --stats)",
+              file=sys.stderr)
         return 2
+    reference = None
+    if args.compare is not None:
+        try:
+            reference = json.loads(args.compare.read_text())
+        except (OSError, ValueError) as err:
+            print(f"tttkd synth: --compare {args.compare}: {err}", file=sys.stderr)
+            return 2
     if args.frames < 1:
         print("tttkd synth: --frames must be at least 1", file=sys.stderr)
         return 2
@@ -56,15 +72,16 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as err:
         print(f"tttkd synth: --set: {err}", file=sys.stderr)
         return 2
+    if args.out is None:
+        return _print_stats(list(frames_of(args, overrides)), args, reference)
     bag = args.out / "bags" / args.sequence
     if args.bag and bag.exists():
         print(f"tttkd synth: {bag} exists; remove it or choose another --sequence",
               file=sys.stderr)
         return 2
-    frames = tqdm(generate_drive(args.shift, frames=args.frames, seed=args.seed, **overrides),
-                  total=args.frames, desc=f"synth {args.shift}", unit="frame")
-    if args.bag:
-        frames = list(frames)  # render once, write twice
+    frames = frames_of(args, overrides)
+    if args.bag or args.stats:
+        frames = list(frames)  # render once, use twice
     count = write_sequence(args.out, args.sequence, frames)
     write_label_map(args.out / "semantic-kitti.yaml")
     print(f"wrote {count} frames ({args.shift}: {SHIFTS[args.shift][0]}) to "
@@ -72,6 +89,19 @@ def run(args: argparse.Namespace) -> int:
     if args.bag:
         write_drive_bag(bag, frames, args.storage)
         print(f"wrote the same frames as a rosbag2 ({args.storage}) to {bag}")
+    return _print_stats(frames, args, reference) if args.stats else 0
+
+
+def frames_of(args: argparse.Namespace, overrides: dict[str, object]):
+    return tqdm(generate_drive(args.shift, frames=args.frames, seed=args.seed, **overrides),
+                total=args.frames, desc=f"synth {args.shift}", unit="frame")
+
+
+def _print_stats(frames: list, args: argparse.Namespace, reference: dict | None) -> int:
+    stats = scan_stats(((f.points, f.labels) for f in frames),
+                       f"tttkd synth --shift {args.shift} --seed {args.seed} "
+                       f"--frames {args.frames}")
+    print(json.dumps(stats, indent=1) if reference is None else side_by_side(stats, reference))
     return 0
 
 
