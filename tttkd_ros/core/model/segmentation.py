@@ -1,7 +1,7 @@
 """The segmentation model: backbone psi with the class head rho_Y and the 2D head rho_2D."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -9,7 +9,7 @@ from torch import nn
 from ..config import ADAPT_PARAMS, ModelConfig
 from .backbone import SparseUNet, build_backbone, set_conv_algo
 from .norm import PriorBatchNorm1d
-from .voxelize import VoxelGrid
+from .voxelize import INTENSITY, VoxelGrid
 
 HEADS = ("linear", "mlp")
 
@@ -52,6 +52,10 @@ class SegModel(nn.Module):
         self.head_2d = build_head(cfg.head, width, cfg.feat_dim)
 
     def forward(self, grid: VoxelGrid) -> SegOutput:
+        if not self.cfg.use_intensity:
+            features = grid.features.clone()
+            features[:, INTENSITY] = 0.0
+            grid = replace(grid, features=features)
         feats = self.backbone(grid.to_sparse_tensor()).features  # (M, F), rows of grid.coords
         voxel_logits = self.head_cls(feats)
         voxel_feat2d = self.head_2d(feats)

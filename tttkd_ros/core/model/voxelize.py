@@ -16,6 +16,7 @@ from .sparse import spconv
 XYZ_SCALE = 50.0  # metres per feature unit for x, y, z
 SPATIAL_MULTIPLE = 16  # 4 stride-2 stages halve the grid exactly when it is a multiple of 16
 POINT_DIMS = 4  # x, y, z, intensity
+INTENSITY = 3  # column of the intensity feature
 
 
 @dataclass
