@@ -89,3 +89,12 @@ def test_stats_describe_the_drive_and_sit_beside_a_reference(
     share = f"{road['share_%']:.1f}"
     assert f"| road | {share} ({share})" in table
     assert "| car |" in table and "(-)" in table  # a class only one side has
+
+
+def test_every_nth_frame(tmp_path: Path) -> None:
+    args = parse(["--out", str(tmp_path), "--frames", "2", "--every", "5",
+                  "--set", "lidar_azimuth_res_deg=1.0", "--set", "image_scale=0.1"])
+    assert args.func(args) == 0
+    seq = read_sequence(tmp_path, "00")
+    config = get_shift("clean", lidar_azimuth_res_deg=1.0, image_scale=0.1)
+    np.testing.assert_array_equal(seq[1].points, render_frame(config, seed=0, index=5).points)

@@ -134,14 +134,17 @@ def render_frame(config: SynthConfig, seed: int, index: int, town: Town | None =
                       pose=pose, stamp_ns=int(stamp), index=index)
 
 
-def generate_drive(shift: str = "clean", frames: int = 10, seed: int = 0,
+def generate_drive(shift: str = "clean", frames: int = 10, seed: int = 0, every: int = 1,
                    **overrides: Any) -> Iterator[SynthFrame]:
-    """Lazily yield `frames` consecutive frames of a drive in the `shift` preset.
+    """Lazily yield `frames` frames of a drive in the `shift` preset: consecutive ones, or
+    every `every`-th (training sets want frames metres apart, adaptation wants them 10 Hz).
 
     overrides: see `shifts.apply_overrides`, e.g. lidar_beams=16, image_scale=0.25.
     """
+    if every < 1:
+        raise ValueError(f"every must be at least 1, got {every}")
     config = get_shift(shift, **overrides)
     town = Town(config.town)
     path = EgoPath(config, seed)
-    for index in range(frames):
+    for index in range(0, frames * every, every):
         yield render_frame(config, seed, index, town, path)

@@ -25,6 +25,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         "OUT/bags/SS (LiDAR, camera, /tf_static, ground truth).")
     parser.add_argument("--out", type=Path, help="dataset root (gets sequences/SS)")
     parser.add_argument("--frames", type=int, default=20, help="number of frames (10 Hz)")
+    parser.add_argument("--every", type=int, default=1, metavar="N",
+                        help="keep every N-th frame of the drive (training sets: frames "
+                             "metres apart); default 1, all frames at 10 Hz")
     parser.add_argument("--shift", default="clean", choices=list_shifts(), metavar="NAME",
                         help="domain-shift preset (see --list-shifts); default clean")
     parser.add_argument("--seed", type=int, default=0, help="drive seed (start, speed, noise)")
@@ -63,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as err:
             print(f"tttkd synth: --compare {args.compare}: {err}", file=sys.stderr)
             return 2
-    if args.frames < 1:
-        print("tttkd synth: --frames must be at least 1", file=sys.stderr)
+    if args.frames < 1 or args.every < 1:
+        print("tttkd synth: --frames and --every must be at least 1", file=sys.stderr)
         return 2
     try:
         overrides = parse_overrides(args.overrides)
@@ -93,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def frames_of(args: argparse.Namespace, overrides: dict[str, object]):
-    return tqdm(generate_drive(args.shift, frames=args.frames, seed=args.seed, **overrides),
+    return tqdm(generate_drive(args.shift, frames=args.frames, seed=args.seed,
+                               every=args.every, **overrides),
                 total=args.frames, desc=f"synth {args.shift}", unit="frame")
 
 
