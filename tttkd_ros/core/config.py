@@ -37,6 +37,9 @@ class ModelConfig:
     head: str = "linear"  # "linear" or "mlp" (2-layer)
     voxel_size: float = 0.1  # metres
     blocks_per_stage: int = 1
+    # False: the model ignores intensity (its input feature is zeroed), for sensors whose
+    # intensity means something else than the training data's (tttkd train --no-intensity)
+    use_intensity: bool = True
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
