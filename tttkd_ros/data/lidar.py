@@ -12,10 +12,10 @@ from functools import lru_cache
 import numpy as np
 
 from .appearance import surface
+from .props import VEGETATION
 from .raycast import cast
 from .scene import Primitives
 from .town import TownConfig
-from .props import VEGETATION
 from .weather import OUTLIER, WeatherConfig, lidar_weather
 
 

@@ -31,7 +31,7 @@ def scan_stats(clouds: Iterable[tuple[np.ndarray, np.ndarray]], source: str) -> 
     rng_xy = np.hypot(pts[:, 0], pts[:, 1])
     out: dict = {
         "source": source,
-        "points_per_scan": int(round(len(pts) / scans)),
+        "points_per_scan": round(len(pts) / scans),
         "all_points": {
             "z_m_percentiles_1_10_50_90_99": _pct(pts[:, 2], (1, 10, 50, 90, 99)),
             "range_xy_m_percentiles_10_50_90_99": _pct(rng_xy, (10, 50, 90, 99)),

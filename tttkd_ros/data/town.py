@@ -8,7 +8,7 @@ Vehicles drive on the right.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -50,7 +50,7 @@ class TownConfig:
     walkers: float = 0.8  # walking, per segment and side
     oncoming_cars: float = 0.4  # per segment
     bicyclists: float = 0.3  # per segment
-    ground: GroundShape = GroundShape()
+    ground: GroundShape = field(default_factory=GroundShape)
     sun_azimuth_deg: float = 135.0
     sun_elevation_deg: float = 40.0
 

@@ -19,8 +19,14 @@ from tqdm import tqdm
 
 from tttkd_ros.core.adapt.losses import kd_loss
 from tttkd_ros.core.adapt.objective import teacher_targets
-from tttkd_ros.core.augment import (AugmentConfig, apply_transform, moved_extrinsic, random_intensity,
-                                    random_keep, random_transform)
+from tttkd_ros.core.augment import (
+    AugmentConfig,
+    apply_transform,
+    moved_extrinsic,
+    random_intensity,
+    random_keep,
+    random_transform,
+)
 from tttkd_ros.core.config import TEACHER_DIMS, ModelConfig, TeacherConfig
 from tttkd_ros.core.device.selection import resolve_device
 from tttkd_ros.core.frame import CameraView
@@ -33,7 +39,6 @@ from tttkd_ros.core.model.segmentation import build_model
 from tttkd_ros.core.model.teacher import DinoTeacher, teacher_fingerprint
 from tttkd_ros.core.model.voxelize import voxelize
 from tttkd_ros.data.kitti import load_label_map, read_sequence
-
 
 # the sensor and scene variation a source model is trained to shrug off; "basic" is the set
 # before the synthetic world was calibrated to real scans, kept for comparison
