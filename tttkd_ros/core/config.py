@@ -15,6 +15,7 @@ ORDERS = ("adapt_then_predict", "predict_then_adapt")
 SCHEDULES = ("sync", "async")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 ADAPT_PARAMS = ("backbone", "backbone_bn", "all")
+GUARD_RESTORES = ("last_good", "source")  # what the harm guard rolls back to
 
 # Sparse U-Net channel widths: stem, 4 encoder stages, 4 decoder stages.
 BACKBONE_WIDTHS: dict[str, tuple[int, ...]] = {
@@ -114,6 +115,28 @@ class AdaptConfig:
     collapse_window: int = 20
     collapse_frames: int = 3
     reset_on_clock_jump: bool = True  # time went backwards (looped bag): back to the source
+    # Harm guard (core/adapt/guard.py). Every guard_every adapted frames (0 = off) the source
+    # model predicts the frame too; a check fails when the adapted model's objective on the
+    # fresh frame is not below the source's by guard_margin AND more than guard_drift of the
+    # points changed label; guard_patience failures in a row roll back to guard_restore
+    # (last_good: the weights of the last passed check, or the source when the checks fail
+    # again after a rollback with no pass between; source: straight to the source).
+    guard_every: int = 10
+    guard_patience: int = 3
+    guard_margin: float = 0.0
+    guard_drift: float = 0.1
+    guard_restore: str = "last_good"
+    # A camera whose KD loss under the source model is over guard_kd_ratio times, or under
+    # 1 / guard_kd_ratio times, the one the checkpoint reached in training teaches nothing on
+    # that frame (too far: noise, glare; too close: the near-constant features of a black
+    # image); 0 = trust every camera.
+    guard_kd_ratio: float = 2.0
+    # Serve an exponential moving average of the adapted weights (CoTTA / EATA style);
+    # 0 = serve the raw weights.
+    ema_momentum: float = 0.0
+    # L2-SP: anchor_weight * ||theta - theta_source||^2 joins the loss; 0 = off.
+    anchor_weight: float = 0.0
+    reset_every: int = 0  # RDumb: back to the source every N adapted frames; 0 = never
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
@@ -132,6 +155,12 @@ class AdaptConfig:
             "collapse_jump": 0.0 <= self.collapse_jump <= 1.0,
             "collapse_window": self.collapse_window >= 1,
             "collapse_frames": self.collapse_frames >= 1,
+            "guard_every": self.guard_every >= 0, "guard_patience": self.guard_patience >= 1,
+            "guard_margin": self.guard_margin >= 0, "guard_drift": 0.0 <= self.guard_drift <= 1.0,
+            "guard_restore": self.guard_restore in GUARD_RESTORES,
+            "guard_kd_ratio": self.guard_kd_ratio == 0 or self.guard_kd_ratio >= 1,
+            "ema_momentum": 0.0 <= self.ema_momentum < 1.0,
+            "anchor_weight": self.anchor_weight >= 0, "reset_every": self.reset_every >= 0,
         }
         for name, ok in checks.items():
             if not ok:

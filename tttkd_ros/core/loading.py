@@ -47,23 +47,26 @@ def load_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,
     except ValueError as exc:
         raise ValueError(f"{exc}. Set teacher.name to the teacher the checkpoint was trained "
                          "with, or use a checkpoint trained for this teacher.") from exc
-    check_teacher(checkpoint, loaded.teacher, teacher)
+    same_teacher = check_teacher(checkpoint, loaded.teacher, teacher)
     dino = DinoTeacher(teacher, device) if dino is None else dino
-    engine = AdaptationEngine(loaded.model, adapt, dino, device, loaded.intensity)
+    # the KD level reached in training is a yardstick only for the teacher it was reached with
+    kd_reference = (loaded.teacher or {}).get("kd_loss") if same_teacher else None
+    engine = AdaptationEngine(loaded.model, adapt, dino, device, loaded.intensity, kd_reference)
     return LoadedEngine(engine, loaded.class_names, loaded.palette)
 
 
-def check_teacher(checkpoint: str, trained: dict | None, teacher: TeacherConfig) -> None:
+def check_teacher(checkpoint: str, trained: dict | None, teacher: TeacherConfig) -> bool:
     """The configured teacher must be the one the checkpoint was trained with (same weights,
     same image height): its rho_2D head learned those features. Raises ValueError naming
-    each difference and the fix, unless `teacher.allow_mismatch` (then a warning)."""
+    each difference and the fix, unless `teacher.allow_mismatch` (then a warning). Returns
+    whether the checkpoint records this very teacher."""
     if trained is None:
-        return  # a checkpoint from before teachers were recorded: nothing to check against
+        return False  # a checkpoint from before teachers were recorded: nothing to check
     given = {"weights": teacher_fingerprint(teacher), "image_height": teacher.image_height}
     differ = [f"{key}: trained with {trained.get(key)!r}, configured {value!r}"
               for key, value in given.items() if trained.get(key) != value]
     if not differ:
-        return
+        return True
     text = (f"the teacher does not match the one {checkpoint} was trained with ("
             + "; ".join(differ) + "). Set teacher.weights to the file it was trained with "
             f"({trained.get('weights_file') or 'random weights: empty'}) and "
@@ -74,6 +77,7 @@ def check_teacher(checkpoint: str, trained: dict | None, teacher: TeacherConfig)
         raise ValueError(text)
     warnings.warn(text.replace("; teacher.allow_mismatch: true starts anyway", ""),
                   stacklevel=3)
+    return False
 
 
 def build_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,
@@ -110,10 +114,10 @@ def warm_up_frame(points: int = 2048, image_hw: tuple[int, int] = (64, 128),
 def warm_up(engine: AdaptationEngine, frame: Frame | None = None) -> None:
     """Run one frame through the engine (teacher, forward, backward, optimizer step), then
     put it back as it was: source weights, fresh optimizer, no step-time history, reset
-    count and restoration RNG unchanged. Warm-up step times are not representative (first
+    count, frame count and restoration RNG unchanged. Warm-up step times are not representative (first
     calls select kernels), so they must not steer the budget planner."""
     frame = frame or warm_up_frame()
-    resets, enabled = engine.resets, engine.enabled
+    resets, enabled, frames = engine.resets, engine.enabled, engine.adapted_frames
     if engine.teacher is not None:
         engine.teacher.features(frame.cameras[0].image)  # also when the mode has no KD
     engine.enabled = True  # adaptation may be switched on later: warm its backward pass too
@@ -122,6 +126,6 @@ def warm_up(engine: AdaptationEngine, frame: Frame | None = None) -> None:
     finally:
         engine.enabled = enabled
     engine.reset()
-    engine.resets = resets
+    engine.resets, engine.adapted_frames = resets, frames
     engine.planner = BudgetPlanner()
     engine.generator.manual_seed(engine.cfg.seed)

@@ -7,7 +7,8 @@ Four statuses, each OK / WARN / ERROR:
 - sync: messages received per input, LiDAR-only frames, input defects, clock jumps;
 - teacher: real or random weights (random weights make distillation meaningless);
 - adaptation: enabled, mode, resets, and the safety events: steps discarded (non-finite
-  loss or gradient, loss spike), collapse and clock-jump resets.
+  loss or gradient, loss spike), collapse and clock-jump resets, the harm guard's checks and
+  rollbacks, periodic resets, and per camera the frames it was not distilled from.
 Counters are cumulative; a WARN about them fires when they grew since the previous report.
 `DefectLog` counts defective inputs and decides which deserve a log line.
 """
@@ -33,7 +34,7 @@ class Health:
     teacher_name: str = ""
     teacher_random: bool = False
     frames: int = 0
-    last_total_ms: float = 0.0  # teacher + adaptation + inference of the last frame
+    last_total_ms: float = 0.0  # teacher + guard + adaptation + inference of the last frame
     last_budget_ms: float = 0.0
     consecutive_overruns: int = 0
     dropped: int = 0  # frames replaced in the latest-frame slot
@@ -44,6 +45,8 @@ class Health:
     last_input_defect: str = ""  # "input: defect"
     discarded_steps: int = 0
     event_counts: dict[str, int] = field(default_factory=dict)  # engine event -> count
+    # camera -> frames the harm guard did not distil from it (its targets unlike training)
+    untrusted_cameras: dict[str, int] = field(default_factory=dict)
     enabled: bool = True
     mode: str = ""
     resets: int = 0
@@ -127,7 +130,10 @@ class DiagnosticsReporter:
                     "clock_jumps": int(h.sync.get("clock_jumps", 0)),
                     "discarded": h.discarded_steps, "dropped": h.dropped,
                     "collapses": h.event_counts.get("collapse_reset", 0),
-                    "jump_resets": h.event_counts.get("clock_jump_reset", 0)}
+                    "jump_resets": h.event_counts.get("clock_jump_reset", 0),
+                    "guard_rollbacks": sum(h.event_counts.get(name, 0) for name in (
+                        "guard_rollback", "guard_source_reset")),
+                    "untrusted": sum(h.untrusted_cameras.values())}
         prev = self._previous
         self._previous = counters
         return {
@@ -213,6 +219,7 @@ class DiagnosticsReporter:
     def _adaptation(h: Health, c: dict[str, int], prev: dict[str, int]) -> Report:
         values = {"enabled": h.enabled, "mode": h.mode, "resets": h.resets,
                   "discarded_steps": h.discarded_steps, **h.event_counts}
+        values.update({f"untrusted frames {cam}": n for cam, n in h.untrusted_cameras.items()})
         if _grew(c["collapses"], prev.get("collapses")):
             return Report(WARN, "predictions collapsed (the dominant class's share jumped): "
                           "reset to the source weights", values)
@@ -222,5 +229,12 @@ class DiagnosticsReporter:
         if _grew(c["jump_resets"], prev.get("jump_resets")):
             return Report(WARN, "time jumped backwards (looped bag?): reset to the source "
                           "weights", values)
+        if _grew(c["guard_rollbacks"], prev.get("guard_rollbacks")):
+            return Report(WARN, "adaptation was hurting (no better than the source model at "
+                          "its own objective, labels drifted): weights rolled back", values)
+        if _grew(c["untrusted"], prev.get("untrusted")):
+            cams = ", ".join(sorted(h.untrusted_cameras))
+            return Report(WARN, f"not distilling from camera(s) {cams}: their features are "
+                          "unlike training (dark, over-exposed or noisy image?)", values)
         state = f"mode {h.mode}" if h.enabled else "disabled (inference only)"
         return Report(OK, f"{state}, {h.resets} reset(s)", values)

@@ -390,7 +390,9 @@ class AdaptNode(Node):
     def _record(self, stats: FrameStats, views: list[CameraView]) -> None:
         h, e = self.health, self.engine
         h.frames += 1
-        h.last_total_ms = stats.teacher_ms + stats.adapt_ms + stats.infer_ms
+        h.last_total_ms = stats.teacher_ms + stats.guard_ms + stats.adapt_ms + stats.infer_ms
+        for cam in stats.cameras_untrusted:
+            h.untrusted_cameras[cam] = h.untrusted_cameras.get(cam, 0) + 1
         h.last_budget_ms = stats.budget_ms
         h.consecutive_overruns = h.consecutive_overruns + 1 if stats.over_budget else 0
         h.discarded_steps += sum(ev.endswith("discarded") for ev in stats.events)

@@ -80,12 +80,24 @@ def stats_message(stamp_ns: int, frame_id: str, stats: FrameStats, **extra: Any)
         "budget_ms": stats.budget_ms,
         "over_budget": stats.over_budget,
         "no_return_points": stats.no_return_points,
-        # a discarded non-finite step leaves NaN/inf here; JSON has no such numbers
-        "losses": {k: v if math.isfinite(v) else None for k, v in stats.losses.items()},
+        "losses": _finite(stats.losses),
         "events": stats.events,
+        # the harm guard (core/adapt/guard.py): its source pass's time (inside budget_ms) and,
+        # on a checked frame, what it compared; per camera the KD level under the source
+        "guard": {"ms": round(stats.guard_ms, 3), "checked": stats.guard_checked,
+                  **_finite({"drift": stats.guard_drift, "kl": stats.guard_kl,
+                             "gain": stats.guard_gain}),
+                  "rollback": stats.guard_rollback},
+        "camera_kd_ratio": _finite(stats.camera_kd_ratio),
+        "cameras_untrusted": stats.cameras_untrusted,
         **extra,
     }
     return String(data=json.dumps(payload))
+
+
+def _finite(values: dict[str, float | None]) -> dict[str, float | None]:
+    """A discarded non-finite step leaves NaN/inf in the figures; JSON has no such numbers."""
+    return {k: v if v is not None and math.isfinite(v) else None for k, v in values.items()}
 
 
 def class_map_message(class_names: list[str], palette: np.ndarray) -> String:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.config import (
     ADAPT_PARAMS,
+    GUARD_RESTORES,
     MODES,
     OPTIMIZERS,
     ORDERS,
@@ -51,7 +52,7 @@ def _choice(options) -> str:
 
 # adaptation.* settings with a fixed set of values, checked here so a rejection lists them
 CHOICES = {"mode": MODES, "protocol": PROTOCOLS, "order": ORDERS, "schedule": SCHEDULES,
-           "optimizer": OPTIMIZERS, "params": ADAPT_PARAMS}
+           "optimizer": OPTIMIZERS, "params": ADAPT_PARAMS, "guard_restore": GUARD_RESTORES}
 
 
 def validate_adaptation(cfg: AdaptConfig) -> None:
@@ -73,7 +74,11 @@ class Spec:
     read_only: bool = True
 
     def descriptor(self) -> ParameterDescriptor:
-        from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+        from rcl_interfaces.msg import (
+            FloatingPointRange,
+            IntegerRange,
+            ParameterDescriptor,
+        )
 
         d = ParameterDescriptor(description=self.description, read_only=self.read_only)
         if self.lo is not None:
@@ -150,6 +155,35 @@ ADAPTATION: dict[str, Spec] = {
                             "collapse.", 1, 1000, read_only=False),
     "reset_on_clock_jump": Spec(_ADAPT.reset_on_clock_jump, "Reset to the source weights when "
                                 "time jumps backwards (a looped bag).", read_only=False),
+    "guard_every": Spec(_ADAPT.guard_every, "Harm guard: compare the adapted model with the "
+                        "source model every N adapted frames (its time comes out of "
+                        "budget_ms); 0 = off.", 0, 100000, read_only=False),
+    "guard_patience": Spec(_ADAPT.guard_patience, "Failed guard checks in a row that roll the "
+                           "weights back.", 1, 1000, read_only=False),
+    "guard_margin": Spec(_ADAPT.guard_margin, "A check fails when the adapted model's "
+                         "objective on the frame is not below the source's by more than this "
+                         "(and guard_drift holds).", 0.0, 100.0, read_only=False),
+    "guard_drift": Spec(_ADAPT.guard_drift, "A guard check fails only when also more than "
+                        "this share of the points has another label than the source model "
+                        "gives (adaptation moved the model).", 0.0, 1.0, read_only=False),
+    "guard_restore": Spec(_ADAPT.guard_restore, "What a rollback restores: the weights of the "
+                          "last passed check (the source when the checks fail again after a "
+                          "rollback with no pass between) or the source weights"
+                          + _choice(GUARD_RESTORES),
+                          read_only=False),
+    "guard_kd_ratio": Spec(_ADAPT.guard_kd_ratio, "A camera whose KD loss under the source "
+                           "model is over this many times, or under its inverse, the loss the "
+                           "checkpoint reached in training gives no distillation targets on "
+                           "that frame; 0 = trust every camera (also when the checkpoint "
+                           "records no KD loss).", 0.0, 1000.0, read_only=False),
+    "ema_momentum": Spec(_ADAPT.ema_momentum, "Serve a moving average of the adapted weights "
+                         "with this momentum per step; 0 = the adapted weights.", 0.0, 0.9999,
+                         read_only=False),
+    "anchor_weight": Spec(_ADAPT.anchor_weight, "L2 pull of the adapted weights towards the "
+                          "source: weight * ||theta - theta_source||^2 in the loss; 0 = off.",
+                          0.0, 1000.0, read_only=False),
+    "reset_every": Spec(_ADAPT.reset_every, "Back to the source weights every N adapted frames "
+                        "(RDumb); 0 = never.", 0, 10_000_000, read_only=False),
 }
 
 TEACHER: dict[str, Spec] = {
@@ -254,7 +288,12 @@ class QosSettings:
     depth: int
 
     def profile(self) -> QoSProfile:
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.qos import (
+            DurabilityPolicy,
+            HistoryPolicy,
+            QoSProfile,
+            ReliabilityPolicy,
+        )
 
         reliability = {"reliable": ReliabilityPolicy.RELIABLE,
                        "best_effort": ReliabilityPolicy.BEST_EFFORT}[self.reliability]

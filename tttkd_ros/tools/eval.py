@@ -128,12 +128,15 @@ def run(args: argparse.Namespace) -> int:
     if args.write_bag:
         written.append(Path(args.write_bag))
     print(f"{'mode':<8} {'mIoU %' if result['labels'] else 'agree %':>7} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'steps':>6}")
+          f"{'p99 ms':>8} {'steps':>6} {'guard checks/rollbacks/untrusted':>33}")
     for mode, e in result["modes"].items():
         score = _score(result["labels"], e)
         score_text = "n/a" if score is None else f"{score:.1f}"
+        g = e["guard"]
+        guard = (f"{g['checks']}/{g['rollbacks'] + g['source_resets']}/"
+                 f"{sum(g['cameras_untrusted'].values())}")
         print(f"{mode:<8} {score_text:>7} {e['latency_ms']['p50']:>8.1f} "
-              f"{e['latency_ms']['p99']:>8.1f} {e['steps_mean']:>6.2f}")
+              f"{e['latency_ms']['p99']:>8.1f} {e['steps_mean']:>6.2f} {guard:>33}")
     print(f"wrote {out} and {', '.join(str(p) for p in written)}")
     return 0
 

@@ -16,6 +16,13 @@ measured here is what runs on the robot. The result is the DESIGN.md eval JSON:
                       "agreement_with_none": float | None,
                       "agreement_with_none_per_frame": [float | None],
                       "class_shares": {class: float},
+                      "guard": {"checks": int, "failed_checks": int, "rollbacks": int,
+                                "source_resets": int, "periodic_resets": int,
+                                "cameras_untrusted": {camera: int},
+                                "drift_mean": float | None, "kl_mean": float | None,
+                                "gain_mean": float | None,
+                                "guard_ms": {"p50", "p99"},
+                                "drift_per_frame": [float | None]},
                       "config": {AdaptConfig fields}}}}
 
 `labels`: the frames have ground truth (a robot's bag has none). mIoU and IoU are percent
@@ -32,7 +39,12 @@ that have a finite one. `agreement_with_none` is the fraction of the points mode
 labeled that got the same label in this mode (None per frame without such points, None
 throughout when `none` did not run); without ground truth `none` always runs, first, and
 `none_added` says it was not asked for. `class_shares`: fraction of the points the mode
-labeled that went to each class ({} when it labeled none).
+labeled that went to each class ({} when it labeled none). `guard`: the harm guard's
+decisions over the drive (core/adapt/guard.py; counts from `events`, camera-frames without
+distillation per camera), the mean of its figures over the checked frames (share of labels
+differing from the source model's, KL(source || adapted), source objective minus adapted:
+None without checks), its time on the frames that ran its source pass (None when none did), and
+each frame's drift (None where unchecked).
 """
 from __future__ import annotations
 
@@ -52,11 +64,17 @@ from tqdm import tqdm
 
 from tttkd_ros.core.adapt.engine import AdaptationEngine
 from tttkd_ros.core.config import MODES, AdaptConfig, TeacherConfig, with_mode_preset
-from tttkd_ros.core.frame import UNLABELED, Frame, Prediction
+from tttkd_ros.core.frame import UNLABELED, Frame, FrameStats, Prediction
 from tttkd_ros.core.labels import IGNORE_INDEX, LabelMap
 from tttkd_ros.core.loading import load_engine, warm_up
 from tttkd_ros.core.metrics import ConfusionMatrix
-from tttkd_ros.ros.bag import LABELS_TOPIC, InputTopics, LabeledFrame, read_bag_frames, topic_info
+from tttkd_ros.ros.bag import (
+    LABELS_TOPIC,
+    InputTopics,
+    LabeledFrame,
+    read_bag_frames,
+    topic_info,
+)
 
 REFERENCE_MODE = "none"  # agreement is measured against the unadapted model's labels
 
@@ -92,7 +110,9 @@ def load_frames(bag: str | Path | None = None, data: str | Path | None = None,
                                  require_labels=labeled, inputs=inputs, rectified=rectified,
                                  sensor_frame=sensor_frame, cloud_to_sensor=cloud_to_sensor)
         return list(itertools.islice(frames, limit))
-    from tttkd_ros.data.kitti import read_sequence  # only this source needs the data layer
+    from tttkd_ros.data.kitti import (
+        read_sequence,  # only this source needs the data layer
+    )
 
     out = []
     for kf in itertools.islice(read_sequence(data, sequence), limit):
@@ -177,6 +197,10 @@ class _Drive:
         self.losses: list[dict[str, float | None]] = []
         self.events: list[list[str]] = []
         self.over = 0
+        self.checks: list[tuple[float, float, float]] = []  # (drift, kl, gain) per check
+        self.drift: list[float | None] = []
+        self.guard_ms: list[float] = []
+        self.untrusted: Counter[str] = Counter()
 
     def add(self, item: LabeledFrame, pred: Prediction, latency_ms: float,
             reference: np.ndarray | None) -> None:
@@ -190,6 +214,15 @@ class _Drive:
         self.losses.append(_finite_or_none(pred.stats.losses))
         self.events.append(list(pred.stats.events))
         self.over += bool(pred.stats.over_budget)
+        self._guard(pred.stats)
+
+    def _guard(self, s: FrameStats) -> None:
+        self.drift.append(s.guard_drift if s.guard_checked else None)
+        if s.guard_checked:
+            self.checks.append((s.guard_drift, s.guard_kl, s.guard_gain))
+        if s.guard_ms > 0:
+            self.guard_ms.append(s.guard_ms)
+        self.untrusted.update(s.cameras_untrusted)
 
     def _score(self, item: LabeledFrame, pred: Prediction) -> float | None:
         truth = self.lut[np.asarray(item.labels, dtype=np.uint32) & 0xFFFF]
@@ -232,6 +265,24 @@ class _Drive:
             "agreement_with_none_per_frame": self.agreement,
             "class_shares": ({name: float(self.class_counts[i] / labeled)
                               for i, name in enumerate(class_names)} if labeled else {}),
+            "guard": self._guard_entry(events),
+        }
+
+    def _guard_entry(self, events: Mapping[str, int]) -> dict:
+        means = np.mean(self.checks, axis=0) if self.checks else [None] * 3
+        p50, p99 = (np.percentile(self.guard_ms, [50, 99]) if self.guard_ms
+                    else (np.nan, np.nan))
+        return {
+            "checks": int(events.get("guard_check", 0)),
+            "failed_checks": int(events.get("guard_check_failed", 0)),
+            "rollbacks": int(events.get("guard_rollback", 0)),
+            "source_resets": int(events.get("guard_source_reset", 0)),
+            "periodic_resets": int(events.get("periodic_reset", 0)),
+            "cameras_untrusted": dict(sorted(self.untrusted.items())),
+            **{k: None if v is None else float(v)
+               for k, v in zip(("drift_mean", "kl_mean", "gain_mean"), means)},
+            "guard_ms": {"p50": _none_if_nan(p50), "p99": _none_if_nan(p99)},
+            "drift_per_frame": self.drift,
         }
 
     def _losses_mean(self) -> dict[str, float | None]:

@@ -35,3 +35,15 @@ def test_refused_frames_age_out_a_slow_measurement() -> None:
     assert not planner.fits(0.0, 10.0)
     planner.refused_frame()
     assert planner.fits(0.0, 10.0)  # history empty: probe again
+
+
+def test_the_guards_predicted_cost_is_reserved_before_a_step() -> None:
+    planner = BudgetPlanner(history=2)
+    assert planner.predicted_guard_ms() == 0.0  # no history: the first source pass may run
+    planner.record(4.0)
+    planner.record_guard(3.0)
+    assert planner.fits(0.0, 10.0, reserve_ms=planner.predicted_guard_ms())  # 3 + 4 <= 10
+    assert not planner.fits(0.0, 6.0, reserve_ms=planner.predicted_guard_ms())
+    assert not planner.fits(4.0, 10.0, reserve_ms=3.0)
+    planner.refused_frame()  # the guard's estimate ages out like the step's
+    assert planner.predicted_guard_ms() == 0.0 and planner.predicted_step_ms() is None

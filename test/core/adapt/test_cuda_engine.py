@@ -83,3 +83,19 @@ def test_cuda_and_cpu_agree_on_the_predictions() -> None:
     cpu = AdaptationEngine(model, AdaptConfig(mode="none"), None, "cpu").process(frame)
     assert (gpu.labels == cpu.labels).mean() > 0.99
     np.testing.assert_allclose(gpu.confidence, cpu.confidence, atol=1e-2)
+
+
+@pytest.mark.parametrize("schedule", ["sync", "async"])
+def test_the_harm_guard_checks_on_the_gpu(schedule: str) -> None:
+    engine = cuda_engine(mode="kd+ocl", max_steps=1, schedule=schedule, guard_every=1)
+    frame = street_frame()
+    checked = []
+    for _ in range(3):
+        checked.append(engine.process(frame).stats)
+        if engine.background is not None:
+            checked.append(engine.background.settle())
+    stats = [s for s in checked if s is not None and s.guard_checked]
+    assert stats and engine.event_counts["guard_check"] == len(stats)
+    for s in stats:
+        assert s.guard_ms > 0 and 0.0 <= s.guard_drift <= 1.0 and s.guard_kl >= -1e-6
+    engine.close()

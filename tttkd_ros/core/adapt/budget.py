@@ -47,25 +47,40 @@ class BudgetPlanner:
     A frame that gets no step forgets the oldest measurement, so one slow outlier (or a
     budget raised later) cannot block adaptation for good: after `history` refused frames
     the planner probes again.
+
+    The harm guard's source pass (core/adapt/guard.py) is paid from the same budget: its cost
+    is predicted the same way from its own history, and it runs only when it and a step fit
+    (`fits(0, budget, reserve_ms=predicted_guard_ms())`); its measured time then counts as
+    spent for the steps.
     """
 
     def __init__(self, history: int = 8) -> None:
         self.recent_ms: deque[float] = deque(maxlen=history)
+        self.recent_guard_ms: deque[float] = deque(maxlen=history)
 
     def predicted_step_ms(self) -> float | None:
         return max(self.recent_ms) if self.recent_ms else None
 
-    def fits(self, spent_ms: float, budget_ms: float) -> bool:
+    def predicted_guard_ms(self) -> float:
+        """0 with no history: the first pass is allowed so that a cost exists."""
+        return max(self.recent_guard_ms) if self.recent_guard_ms else 0.0
+
+    def fits(self, spent_ms: float, budget_ms: float, reserve_ms: float = 0.0) -> bool:
+        """Whether a step fits after `spent_ms` and `reserve_ms` of other work."""
         if budget_ms <= 0:
             return False
         predicted = self.predicted_step_ms()
         if predicted is None:
             return True
-        return spent_ms + predicted <= budget_ms
+        return spent_ms + reserve_ms + predicted <= budget_ms
 
     def record(self, step_ms: float) -> None:
         self.recent_ms.append(step_ms)
 
+    def record_guard(self, guard_ms: float) -> None:
+        self.recent_guard_ms.append(guard_ms)
+
     def refused_frame(self) -> None:
-        if self.recent_ms:
-            self.recent_ms.popleft()
+        for recent in (self.recent_ms, self.recent_guard_ms):
+            if recent:
+                recent.popleft()

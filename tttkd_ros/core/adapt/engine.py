@@ -9,12 +9,21 @@ Safety (core/adapt/safety.py): a cloud over `max_points` is grid-subsampled for 
 point takes its cell's label; a step with a non-finite loss or gradient, or a loss spike, is
 discarded and the last good weights are restored; a collapse of the predictions resets to the
 source weights. Every such event is named in the frame's stats and counted in `event_counts`.
+
+Harm guard (core/adapt/guard.py): every `guard_every` frames the source model predicts the
+frame too and a rule on the unlabeled signals (does the adapted model still beat the source at
+its own objective; how far have its labels drifted) rolls back to the last good weights or to
+the source; each frame, a camera whose targets the source model is far from (compared with the
+KD loss the checkpoint reached in training) gives no KD targets. Its source pass is paid from
+the frame's budget. Anchoring (core/adapt/anchor.py): served moving-average weights, an L2
+pull towards the source; and RDumb's reset to the source every `reset_every` frames.
 """
 from __future__ import annotations
 
 import copy
+import math
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -30,11 +39,39 @@ from ..masks import splat_mask
 from ..model.norm import set_bn_prior
 from ..model.segmentation import SegModel, param_groups
 from ..model.voxelize import voxelize
+from .anchor import EmaWeights, anchor_gradient
 from .budget import BudgetPlanner, StepTimer
-from .objective import KdTargets, adaptation_loss, has_signal, teacher_targets, uses_kd, uses_ocl
+from .guard import HarmGuard, SourceReference, Verdict, camera_kd_ratios, drift
+from .objective import (
+    KdTargets,
+    adaptation_loss,
+    has_signal,
+    teacher_targets,
+    uses_kd,
+    uses_ocl,
+)
 from .restore import copy_into, snapshot, stochastic_restore
 from .safety import CollapseDetector, LossSpikeDetector, dominant_share, grid_subsample
 from .schedule import SKIPPED, AsyncAdapter, BackgroundWork
+
+
+@dataclass
+class StepResult:
+    """One gradient step: its (detached, view-averaged) logits, loss parts, event name ('' when
+    the step was applied) and its objective (detached, 0-d)."""
+
+    logits: torch.Tensor
+    parts: dict[str, float]
+    event: str
+    loss: torch.Tensor
+
+
+@dataclass
+class SourceCheck:
+    """The source model on a checked frame: view-averaged logits (N, C) and its objective."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor
 
 
 class AdaptationEngine:
@@ -42,12 +79,16 @@ class AdaptationEngine:
 
     model: a SegModel whose heads (rho_Y, rho_2D) stay frozen; teacher: a frozen DINOv2
     (`features(image) -> (D, h, w)`) or None, in which case KD has no targets; intensity:
-    the intensities the model was trained on (the checkpoint's; default 0..1).
+    the intensities the model was trained on (the checkpoint's; default 0..1); kd_reference:
+    the KD loss the checkpoint reached in training with this teacher (its
+    `extra["teacher"]["kd_loss"]`), the level a trustworthy camera's targets stay near; None
+    trusts every camera.
     """
 
     def __init__(self, model: SegModel, cfg: AdaptConfig, teacher=None,
                  device: torch.device | str = "cpu",
-                 intensity: IntensityReference | None = None) -> None:
+                 intensity: IntensityReference | None = None,
+                 kd_reference: float | None = None) -> None:
         cfg.validate()
         self.device = torch.device(device)
         self.intensity = intensity or IntensityReference()
@@ -55,6 +96,12 @@ class AdaptationEngine:
         # disagreed with the checkpoint's, for whoever words the warning
         self.intensity_mismatch: tuple[float, float] | None = None
         self.model = model.to(self.device).eval()
+        # the source model: the guard's reference; its weights are the source snapshot
+        self.reference = SourceReference(self.model)
+        self.source = self.reference.params
+        usable = kd_reference is not None and math.isfinite(kd_reference) and kd_reference > 0
+        self.kd_reference = kd_reference if usable else None
+        self.adapted_frames = 0  # frames processed while adapting (reset_every counts them)
         self.teacher = teacher
         self.cfg = cfg
         self.enabled = True
@@ -72,14 +119,12 @@ class AdaptationEngine:
     # -- configuration -------------------------------------------------------------------
 
     def _select_params(self) -> None:
-        """Freeze everything but the parameters that adapt; snapshot them as the source."""
+        """Freeze everything but the parameters that adapt; pick their source values."""
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.params = list(param_groups(self.model, self.cfg.params))
         for p in self.params:
             p.requires_grad_(True)
-        if not hasattr(self, "source"):
-            self.source = snapshot(list(self.model.parameters()))
         # the source values of the adapted parameters, for stochastic restoration each step
         index = {id(p): i for i, p in enumerate(self.model.parameters())}
         self.params_source = [self.source[index[id(p)]] for p in self.params]
@@ -92,6 +137,9 @@ class AdaptationEngine:
         self.spikes = LossSpikeDetector(c.spike_factor, c.spike_min_delta, c.spike_window,
                                         c.spike_patience)
         self.collapse = CollapseDetector(c.collapse_jump, c.collapse_window, c.collapse_frames)
+        self.guard = HarmGuard(c, self.params)
+        self.ema = (EmaWeights(self.model, self.params, c.ema_momentum)
+                    if c.ema_momentum > 0 else None)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.cfg
@@ -106,7 +154,9 @@ class AdaptationEngine:
         """Change adaptation settings at run time; invalid values raise ValueError and change
         nothing. The adapted weights are kept; a new optimizer starts if its settings or the
         adapted parameter set change. The spike and collapse detectors start over (the
-        objective, and so the loss level, may have changed)."""
+        objective, and so the loss level, may have changed), and so do the harm guard (the
+        current weights are its last good state) and the moving average (from the current
+        weights)."""
         new = replace(self.cfg, **changes)
         new.validate()
         self._settle()  # an adaptation in flight finishes under the settings it started with
@@ -124,7 +174,8 @@ class AdaptationEngine:
         if self.cfg.schedule == "async" and self.background is None:
             self.background = AsyncAdapter(BackgroundWork(
                 model=self.model, adapt=self._adapt, adapted_params=lambda: self.params,
-                adopted=self._adopted, device=self.device, stream=self.streams.adapt))
+                served=self._served, adopted=self._adopted, device=self.device,
+                stream=self.streams.adapt))
         elif self.cfg.schedule == "sync" and self.background is not None:
             self.background.close()
             self.background = None
@@ -161,10 +212,22 @@ class AdaptationEngine:
 
     def _restart_from_current(self) -> None:
         """Fresh optimizer state, the current weights as the last good ones, no history."""
+        self._fresh_optimizer()
+        self.guard.restart(self.params)
+        self.collapse.clear()
+
+    def _fresh_optimizer(self) -> None:
+        """A fresh optimizer state; the current weights are the last good ones and the moving
+        average's new start; no loss history."""
         self.optimizer.load_state_dict(self.optimizer_start)
         copy_into(self.last_good, self.params)
         self.spikes.clear()
-        self.collapse.clear()
+        if self.ema is not None:
+            self.ema.reset(self.params)
+
+    def _served(self) -> list[torch.Tensor]:
+        """The values that serve for the adapted parameters: their moving average when on."""
+        return self.params if self.ema is None else self.ema.values
 
     @property
     def adapting(self) -> bool:
@@ -185,6 +248,8 @@ class AdaptationEngine:
             return Prediction(labels, confidence, {}, stats)
 
         adapting, background = self.adapting, self.background
+        if adapting:
+            self._periodic_reset(stats)
         with self.streams.on(self.streams.infer):
             pts = to_device(host, self.device)
             model_pts, owner = pts, None
@@ -198,7 +263,7 @@ class AdaptationEngine:
             else:
                 background.swap_in(stats)  # frame boundary: a finished adaptation serves now
                 logits = None
-            predictor = self.model if background is None else background.serving
+            predictor = self._predictor(background)
             if logits is None:
                 logits = self._infer(model_pts, stats, predictor)
             out = self._read_back(logits, owner, pts, frame)
@@ -214,6 +279,21 @@ class AdaptationEngine:
             if background is None and self.cfg.protocol == "episodic" and stats.steps > 0:
                 self._end_episode()
         return Prediction(labels, confidence, masks, stats)
+
+    def _periodic_reset(self, stats: FrameStats) -> None:
+        """RDumb: every `reset_every`-th adapted frame starts from the source weights."""
+        every = self.cfg.reset_every
+        if every and self.adapted_frames and self.adapted_frames % every == 0:
+            self.reset()
+            self._event(stats, "periodic_reset")
+        self.adapted_frames += 1
+
+    def _predictor(self, background: AsyncAdapter | None) -> SegModel:
+        """The model that predicts: async's serving copy, else the moving average when on,
+        else the engine's model."""
+        if background is not None:
+            return background.serving
+        return self.model if self.ema is None else self.ema.model
 
     def _host_points(self, frame: Frame, stats: FrameStats) -> tuple[torch.Tensor, np.ndarray]:
         """The rows of the frame's points the model sees (finite, and beyond min_range of the
@@ -264,6 +344,8 @@ class AdaptationEngine:
         copy_into(list(self.model.parameters()), self.source)
         self.optimizer.load_state_dict(self.optimizer_start)
         copy_into(self.last_good, self.params)
+        if self.ema is not None:
+            self.ema.reset(self.params)
 
     def _event(self, stats: FrameStats, name: str) -> None:
         stats.events.append(name)
@@ -298,9 +380,11 @@ class AdaptationEngine:
 
     def _adapt(self, pts: torch.Tensor, frame: Frame, stats: FrameStats) -> torch.Tensor | None:
         """Take steps while they fit the budget; a discarded step ends the frame's steps (the
-        same data would fail again). Returns the logits of the first step's forward (averaged
-        over the OCL views) when the order is predict_then_adapt and that step was not
-        discarded (its weights were not trusted), else None."""
+        same data would fail again). The harm guard's source pass, when this frame needs it,
+        runs first and only if it and a step fit; its time counts as spent. Returns the
+        logits of the first step's forward (averaged over the OCL views) when the order is
+        predict_then_adapt, that step was not discarded (its weights were not trusted), the
+        guard did not roll them back and no moving average serves, else None."""
         cfg = self.cfg
         targets = None
         if uses_kd(cfg.mode) and self.teacher is not None and frame.cameras:
@@ -312,34 +396,129 @@ class AdaptationEngine:
             stats.teacher_ms = times[0]
         if not has_signal(cfg, targets):
             return None
+        judge = self.guard.due() and cfg.protocol == "continual"  # episodic never drifts
+        check = None
+        guarded = judge or self._checks_cameras(targets)  # the frame needs the source pass
+        if guarded:
+            if not self.planner.fits(0.0, cfg.budget_ms, self.planner.predicted_guard_ms()):
+                self.planner.refused_frame()  # the source pass and a step do not both fit
+                return None
+            guard_times: list[float] = []
+            with self.timer.measure(guard_times):
+                check, targets = self._source_pass(pts, frame, targets, judge, stats)
+            stats.guard_ms = guard_times[0]
+            if not has_signal(cfg, targets):  # KD alone, and no camera is trusted
+                self.planner.record_guard(stats.guard_ms)
+                return None
 
         first_logits = None
         step_times: list[float] = []
-        while stats.steps < cfg.max_steps and self.planner.fits(sum(step_times), cfg.budget_ms):
+        while stats.steps < cfg.max_steps and self.planner.fits(
+                stats.guard_ms + sum(step_times), cfg.budget_ms):
             with self.timer.measure(step_times):
-                logits, parts, event = self._step(pts, targets, first=stats.steps == 0)
+                step = self._step(pts, targets, first=stats.steps == 0)
             self.planner.record(step_times[-1])
             stats.steps += 1
-            stats.losses = parts
-            if event:
-                self._event(stats, event)
+            stats.losses = step.parts
+            rolled_back = stats.steps == 1 and check is not None and self._judge(check, step,
+                                                                                 stats)
+            if step.event:
+                self._event(stats, step.event)
                 break
-            if stats.steps == 1:
-                first_logits = logits
+            if stats.steps == 1 and not rolled_back:
+                first_logits = step.logits
+        if guarded:
+            self.planner.record_guard(stats.guard_ms)
         if stats.steps == 0:
             self.planner.refused_frame()
         stats.adapt_ms = sum(step_times)
-        stats.over_budget = stats.adapt_ms > cfg.budget_ms
-        return first_logits if cfg.order == "predict_then_adapt" else None
+        stats.over_budget = stats.adapt_ms + stats.guard_ms > cfg.budget_ms
+        served_raw = cfg.order == "predict_then_adapt" and self.ema is None
+        return first_logits if served_raw else None
 
-    def _step(self, pts: torch.Tensor, targets: KdTargets | None, first: bool
-              ) -> tuple[torch.Tensor, dict[str, float], str]:
+    def _checks_cameras(self, targets: KdTargets | None) -> bool:
+        """Whether this frame's cameras are judged (guard_kd_ratio on, a training-time KD
+        level known, and KD targets to judge)."""
+        return (self.cfg.guard_kd_ratio > 0 and self.kd_reference is not None
+                and targets is not None and len(targets) > 0)
+
+    def _source_pass(self, pts: torch.Tensor, frame: Frame, targets: KdTargets | None,
+                     judge: bool, stats: FrameStats
+                     ) -> tuple[SourceCheck | None, KdTargets | None]:
+        """The source model on this frame: drops the KD targets of the cameras it finds far
+        from the training-time level, and when `judge` returns its logits and objective for
+        the check (over both OCL views, as the step sees them)."""
+        cfg = self.cfg
+        n = len(pts)
+        clouds = [pts, mirror_points(pts)] if judge and uses_ocl(cfg.mode) else [pts]
+        out = self.reference.forward(clouds, cfg.bn_prior if cfg.bn_prior < 1.0 else None)
+        if self._checks_cameras(targets):
+            targets = self._trusted(out.feat2d[:n], targets, frame, stats)
+        if not judge:
+            return None, targets
+        loss, _ = adaptation_loss(cfg, out.logits, out.feat2d, n, targets)
+        logits = out.logits
+        logits = (logits[:n] + logits[n:]) / 2 if len(clouds) == 2 else logits
+        return SourceCheck(logits, loss.detach()), targets
+
+    def _trusted(self, feat2d: torch.Tensor, targets: KdTargets, frame: Frame,
+                 stats: FrameStats) -> KdTargets:
+        """`targets` without the cameras whose KD loss under the source model is outside
+        [1 / guard_kd_ratio, guard_kd_ratio] times the training-time level (event
+        `camera_untrusted` each)."""
+        ratios = camera_kd_ratios(feat2d, targets, self.kd_reference)
+        band = self.cfg.guard_kd_ratio
+        keep = []
+        for view, ratio in zip(frame.cameras, ratios):
+            trusted = ratio is None or 1.0 / band <= ratio <= band
+            if ratio is not None:
+                stats.camera_kd_ratio[view.name] = ratio
+            if not trusted:
+                stats.cameras_untrusted.append(view.name)
+                self._event(stats, "camera_untrusted")
+            keep.append(trusted)
+        return targets if all(keep) else targets.only(keep)
+
+    def _judge(self, check: SourceCheck, step: StepResult, stats: FrameStats) -> bool:
+        """The harm guard's verdict on the weights the frame's first step started from
+        (rule: core/adapt/guard.py), acted on; True when it rolled them back. A step whose
+        objective is not finite is not judged (the check stays due)."""
+        times: list[float] = []
+        with self.timer.measure(times):
+            share, kl = drift(check.logits, step.logits)
+            gain = (check.loss - step.loss).float()
+            share_v, kl_v, gain_v = torch.stack([share, kl, gain]).tolist()
+        stats.guard_ms += times[0]
+        if not math.isfinite(gain_v):
+            return False
+        stats.guard_checked = True
+        stats.guard_drift, stats.guard_kl, stats.guard_gain = share_v, kl_v, gain_v
+        self.event_counts["guard_check"] += 1
+        verdict = self.guard.judge(gain_v, share_v, self.last_good)
+        if verdict is Verdict.PASSED:
+            return False
+        self.event_counts["guard_check_failed"] += 1  # counted; the frame's event is an action
+        if verdict is Verdict.FAILED:
+            return False
+        if verdict is Verdict.ROLLBACK:
+            copy_into(self.params, self.guard.good)
+            self._event(stats, "guard_rollback")
+        else:
+            copy_into(self.params, self.params_source)
+            self.guard.restart(self.params)
+            self.resets += 1
+            self._event(stats, "guard_source_reset")
+        self._fresh_optimizer()
+        stats.guard_rollback = True
+        return True
+
+    def _step(self, pts: torch.Tensor, targets: KdTargets | None, first: bool) -> StepResult:
         """One gradient step. A non-finite loss or a loss spike discards the step and puts
         back the last good weights (those of the last normal loss; a fresh optimizer state
         drops the momentum that led away from them); a non-finite gradient discards the
-        step. Returns the step's (detached, view-averaged) logits, loss parts and an event
-        name ('' when the step was applied). `first`: the frame's first step, whose loss
-        parts join the spike detector's history."""
+        step. `first`: the frame's first step, whose loss parts join the spike detector's
+        history. The L2 anchor joins the gradient, the moving average follows an applied
+        step."""
         cfg = self.cfg
         n = len(pts)
         clouds = [pts, mirror_points(pts)] if uses_ocl(cfg.mode) else [pts]
@@ -357,15 +536,19 @@ class AdaptationEngine:
         if rejected:
             copy_into(self.params, self.last_good)
             self.optimizer.load_state_dict(self.optimizer_start)
-            return logits, parts, rejected
+            return StepResult(logits, parts, rejected, loss.detach())
         copy_into(self.last_good, self.params)  # these weights gave a normal loss
         loss.backward()
+        if cfg.anchor_weight > 0:
+            anchor_gradient(self.params, self.params_source, cfg.anchor_weight)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, float("inf"))
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
-            return logits, parts, "nonfinite_grad_discarded"
+            return StepResult(logits, parts, "nonfinite_grad_discarded", loss.detach())
         self.optimizer.step()
         if cfg.restore_prob > 0:
             stochastic_restore(self.params, self.params_source, cfg.restore_prob,
                                self.generator)
-        return logits, parts, ""
+        if self.ema is not None:
+            self.ema.update(self.params)
+        return StepResult(logits, parts, "", loss.detach())

@@ -16,13 +16,18 @@ def kd_loss(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     (a target only: no gradient flows into it). Scale invariant; 0 for equal directions,
     1 for orthogonal, 2 for opposite. Returns a 0-d tensor.
     """
+    distances = kd_distances(student, target)
+    return distances.mean() if len(distances) else student.sum() * 0
+
+
+def kd_distances(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per row 1 - cos(student_i, target_i), (M,): kd_loss before its mean, for a per-camera
+    figure (the harm guard's teacher check)."""
     if student.shape != target.shape:
         raise ValueError(f"student {tuple(student.shape)} != target {tuple(target.shape)}")
-    if student.shape[0] == 0:
-        return student.sum() * 0
     s = F.normalize(_at_least_float32(student), dim=1)
     t = F.normalize(target.detach().to(s.dtype), dim=1)
-    return (1 - (s * t).sum(dim=1)).mean()
+    return 1 - (s * t).sum(dim=1)
 
 
 def ocl_loss(

@@ -19,13 +19,23 @@ from .losses import entropy_loss, kd_loss, ocl_loss
 @dataclass
 class KdTargets:
     """Every visible (point, camera) pair: point_index (M,) into the model's points, and the
-    teacher feature (M, D) sampled at that point's pixel."""
+    teacher feature (M, D) sampled at that point's pixel; the rows of camera k are the
+    counts[k] after those of cameras 0..k-1 (the frame's camera order)."""
 
     point_index: torch.Tensor
     features: torch.Tensor
+    counts: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return int(self.point_index.numel())
+
+    def only(self, keep: list[bool]) -> KdTargets:
+        """The rows of the cameras whose `keep` is True (one flag per camera)."""
+        rows = torch.repeat_interleave(
+            torch.tensor(keep, device=self.point_index.device),
+            torch.tensor(self.counts, device=self.point_index.device))
+        return KdTargets(self.point_index[rows], self.features[rows],
+                         tuple(c if k else 0 for c, k in zip(self.counts, keep)))
 
 
 def uses_kd(mode: str) -> bool:
@@ -48,7 +58,7 @@ def teacher_targets(teacher, xyz: torch.Tensor, cameras: list[CameraView]) -> Kd
     if not index:
         return KdTargets(torch.zeros(0, dtype=torch.long, device=xyz.device),
                          torch.zeros(0, 1, device=xyz.device))
-    return KdTargets(torch.cat(index), torch.cat(feats))
+    return KdTargets(torch.cat(index), torch.cat(feats), tuple(len(i) for i in index))
 
 
 def adaptation_loss(

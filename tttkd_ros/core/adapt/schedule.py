@@ -11,8 +11,8 @@ Only reset, configure and the switch back to `sync` wait for the adaptation in f
 caller must not change them.
 
 Threads: while an adaptation is in flight only the worker touches the engine's model,
-optimizer, planner, spike detector, snapshots and generator; the caller's thread touches the
-serving copy and the collapse detector. Both count events in `event_counts`, never under the
+optimizer, planner, spike detector, harm guard, moving average, snapshots and generator; the
+caller's thread touches the serving copy, the collapse detector and the periodic reset. Both count events in `event_counts`, never under the
 same name, so no increment is lost.
 """
 from __future__ import annotations
@@ -40,6 +40,8 @@ class BackgroundWork:
     model: SegModel  # the engine's model: the worker's steps change its weights
     adapt: Callable[[torch.Tensor, Frame, FrameStats], object]  # the steps on one frame
     adapted_params: Callable[[], list[torch.Tensor]]  # the parameters those steps change
+    # the values the serving copy takes for them: the adapted weights or their moving average
+    served: Callable[[], list[torch.Tensor]]
     adopted: Callable[[FrameStats], None]  # called once the serving copy holds the new weights
     device: torch.device
     stream: torch.cuda.Stream | None  # the adaptation stream; None on CPU
@@ -71,8 +73,8 @@ class AsyncAdapter:
         if self.pending is None or not self.pending.done():
             return
         done = self._take()
-        stats.steps, stats.adapt_ms, stats.teacher_ms = done.steps, done.adapt_ms, done.teacher_ms
-        stats.losses, stats.over_budget = done.losses, done.over_budget
+        for name in FrameStats.ADAPTATION_FIELDS:
+            setattr(stats, name, getattr(done, name))
         stats.events[:0] = done.events
 
     def start(self, pts: torch.Tensor, frame: Frame) -> bool:
@@ -124,6 +126,6 @@ class AsyncAdapter:
         index = {id(p): i for i, p in enumerate(self.work.model.parameters())}
         serving = list(self.serving.parameters())
         adapted = self.work.adapted_params()
-        copy_into([serving[index[id(p)]] for p in adapted], adapted)
+        copy_into([serving[index[id(p)]] for p in adapted], self.work.served())
         self.work.adopted(stats)
         return stats

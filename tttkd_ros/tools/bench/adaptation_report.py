@@ -105,12 +105,14 @@ def stability_markdown(result: dict) -> str:
     """A row per teacher, shift and mode: first and last window, their difference, the
     lowest window, the mean over the windows and its change relative to `none`, and the
     gain over `none` in the first and the last window (the scene changes along a drive, so
-    the gain shows drift better than the raw mIoU)."""
+    the gain shows drift better than the raw mIoU), the resets, and the harm guard's
+    rollbacks and camera-frames without distillation."""
     head = ("| teacher | shift | mode | first window | last window | last - first | lowest | "
-            "mean (rel. to none) | gain vs none: first, last | resets |")
+            "mean (rel. to none) | gain vs none: first, last | resets | guard rollbacks | "
+            "untrusted camera-frames |")
     title = (f"# Stability: {result['frames']} frames per shift, windows of "
              f"{result['window']} frames ({result['minutes']:.0f} min)")
-    lines = [title, "", head, "|---" * 10 + "|"]
+    lines = [title, "", head, "|---" * 12 + "|"]
     for teacher, shifts in result["runs"].items():
         for shift, modes in shifts.items():
             base = modes["none"]["window_miou"]
@@ -121,9 +123,12 @@ def stability_markdown(result: dict) -> str:
                 if mode != "none":
                     mean += f" ({100 * (np.mean(w) - np.mean(base)) / np.mean(base):+.1f} %)"
                     gain = f"{w[0] - base[0]:+.1f}, {w[-1] - base[-1]:+.1f}"
+                events = r["events"]
+                rollbacks = events.get("guard_rollback", 0) + events.get("guard_source_reset", 0)
                 lines.append(f"| {teacher} | {shift} | {mode} | {w[0]:.1f} | {w[-1]:.1f} | "
                              f"{w[-1] - w[0]:+.1f} | {min(w):.1f} | {mean} | {gain} | "
-                             f"{r['resets']} |")
+                             f"{r['resets']} | {rollbacks} | "
+                             f"{events.get('camera_untrusted', 0)} |")
     return "\n".join(lines)
 
 

@@ -10,6 +10,10 @@ stability: for each teacher and shift, one long continual drive (--frames, e.g. 
 `none` and the --modes side by side, frame by frame, with mIoU per window of frames; a plot
 per teacher shows a method that drifts down.
 
+Besides the engine's modes, suite modes built on one of them (VARIANTS): `rdumb` (kd+ocl reset
+to the source every 100 frames, no harm guard) and `kd+ocl-unguarded` (kd+ocl without the
+harm guard, the default before it), for --modes.
+
 Every adapting mode takes exactly its step count per frame (the time budget is lifted: this
 measures the method, `tttkd bench --suite latency` measures the cost). The teacher's features
 of a frame are computed once and shared by every mode and step count (same numbers, less time).
@@ -23,7 +27,7 @@ import json
 import sys
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tttkd_ros.core.config import MODES, TeacherConfig
+from tttkd_ros.core.config import MODES, AdaptConfig, TeacherConfig
 from tttkd_ros.core.device.selection import resolve_device
 from tttkd_ros.core.loading import load_engine, warm_up
 from tttkd_ros.core.metrics import ConfusionMatrix
@@ -58,6 +62,17 @@ BENCH_WORLD = {"lidar_azimuth_res_deg": 1.44, "image_scale": 0.5}
 # one shift of each kind: sensor, calibration, weather, scene, camera
 DEFAULT_SHIFTS = ("beams32", "intensity", "fog", "town", "dark")
 UNLIMITED_MS = 1e9
+_UNGUARDED = {"guard_every": 0, "guard_kd_ratio": 0.0}
+# Suite modes built on an engine mode: name -> (that mode, the settings that define it, put
+# over everything --adapt sets; `--adapt MODE.FIELD=...` of the engine mode reaches them too).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    # RDumb (Press et al., NeurIPS 2023) on the shipped objective, alone (no harm guard).
+    # Every 100 frames rather than RDumb's 1000 steps: 1000 would never fire in a 500-frame
+    # stability drive; 100 (10 s at 10 Hz) resets 4 times there, at every other 50-frame
+    # window's end, long enough for gains that 12-frame drives do not show yet to build.
+    "rdumb": ("kd+ocl", {"reset_every": 100, **_UNGUARDED}),
+    "kd+ocl-unguarded": ("kd+ocl", dict(_UNGUARDED)),  # what the harm guard changes
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,7 +85,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shifts", default=",".join(DEFAULT_SHIFTS),
                    help=f"shifted drives besides the ID drive ({ID_DRIVE}); from "
                         f"{', '.join(list_shifts()[1:])}")
-    g.add_argument("--modes", default=",".join(MODES), help="modes to run (none always runs)")
+    g.add_argument("--modes", default=",".join(MODES),
+                   help=f"modes to run (none always runs), from {', '.join(MODES)} and the "
+                        f"suite's {', '.join(VARIANTS)}")
     g.add_argument("--frames", type=int, default=0,
                    help="frames per drive (default: 12 adaptation, 500 stability)")
     g.add_argument("--drive-seed", type=int, default=20, help="seed of every reported drive")
@@ -94,6 +111,21 @@ def names(text: str) -> list[str]:
 def adapting_modes(args: argparse.Namespace) -> list[str]:
     """--modes without `none`, which every table and plot runs anyway."""
     return [m for m in names(args.modes) if m != "none"]
+
+
+def suite_configs(modes: list[str], common: dict[str, Any], per_mode: dict[str, dict]
+                  ) -> dict[str, AdaptConfig]:
+    """An AdaptConfig per suite mode, in order: an engine mode's as `mode_configs` makes it,
+    a variant's as its engine mode's with the variant's settings over it. Raises ValueError
+    for an unknown mode or setting."""
+    unknown = [m for m in modes if m not in MODES and m not in VARIANTS]
+    if unknown or not modes:
+        raise ValueError(f"unknown or no modes {unknown}; choose from "
+                         f"{', '.join([*MODES, *VARIANTS])}")
+    bases = list(dict.fromkeys(VARIANTS[m][0] if m in VARIANTS else m for m in modes))
+    configs = mode_configs(bases, common, per_mode)
+    return {m: replace(configs[VARIANTS[m][0]], **VARIANTS[m][1]) if m in VARIANTS
+            else configs[m] for m in modes}
 
 
 def parse_teacher(text: str) -> tuple[str, dict[str, Any]]:
@@ -145,7 +177,7 @@ def _entry(teacher: str, protocol: str, steps: int, drive: str, frames: int, mod
            e: dict) -> dict:
     """One run's record; `none` is recorded with 0 steps and serves every table whose drive
     and frame count it shares."""
-    keep = ("miou", "iou", "latency_ms", "steps_mean", "miou_per_frame")
+    keep = ("miou", "iou", "latency_ms", "steps_mean", "miou_per_frame", "guard")
     return {"teacher": teacher, "protocol": "-" if mode == "none" else protocol,
             "steps": 0 if mode == "none" else steps, "drive": drive, "frames": frames,
             "mode": mode, **{k: e[k] for k in keep}}
@@ -175,9 +207,9 @@ def run_adaptation(args: argparse.Namespace, teachers: dict, world: dict, device
                     continue
                 run_modes = ([] if count in baselines else ["none"]) + modes
                 baselines.add(count)
-                configs = mode_configs(run_modes, {**common, "protocol": protocol,
-                                                   "max_steps": steps,
-                                                   "budget_ms": UNLIMITED_MS}, per_mode)
+                configs = suite_configs(run_modes, {**common, "protocol": protocol,
+                                                    "max_steps": steps,
+                                                    "budget_ms": UNLIMITED_MS}, per_mode)
                 result = evaluate(data[:count], spec["checkpoint"], configs, tcfg, device,
                                   progress=not args.no_progress, dino=dino)
                 runs += [_entry(label, protocol, steps, drive, count, m, e)
@@ -192,8 +224,8 @@ def run_stability(args: argparse.Namespace, teachers: dict, world: dict, device,
     """Per teacher, shift and mode: mIoU per window of a long continual drive."""
     modes = ["none", *adapting_modes(args)]
     common, per_mode = overrides
-    configs = mode_configs(modes, {**common, "protocol": "continual",
-                                   "budget_ms": UNLIMITED_MS}, per_mode)
+    configs = suite_configs(modes, {**common, "protocol": "continual",
+                                    "budget_ms": UNLIMITED_MS}, per_mode)
     frames = args.frames or 500
     out: dict[str, dict] = {}
     for label, spec in teachers.items():
@@ -239,7 +271,7 @@ def _parse(args: argparse.Namespace) -> tuple[dict, dict, tuple[dict, dict]]:
         raise ValueError(f"unknown shifts {sorted(unknown)}; choose from "
                          f"{', '.join(list_shifts())}")
     overrides = parse_set(args.adapt, "--adapt")
-    mode_configs(["none", *adapting_modes(args)], *overrides)
+    suite_configs(["none", *adapting_modes(args)], *overrides)
     return teachers, world, overrides
 
 
