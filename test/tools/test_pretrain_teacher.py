@@ -69,8 +69,8 @@ def test_bad_arguments_are_named_and_nothing_is_written(
 def test_pretrained_weights_load_into_the_teacher(tmp_path: Path):
     out = tmp_path / "teacher.pth"
     args = _parse("--out", str(out), "--drives", "1", "--frames", "1", "--towns", "1",
-                  "--held-out-frames", "1", "--minutes", "0.01", "--batch-size", "2",
-                  "--set", "lidar_beams=8", "--set", "image_scale=0.1")
+                  "--held-out-frames", "1", "--minutes", "0.05", "--batch-size", "2",
+                  "--eval-every", "0.002", "--set", "lidar_beams=8", "--set", "image_scale=0.1")
     torch.set_num_threads(1)
     assert args.func(args) == 0
 
@@ -78,6 +78,9 @@ def test_pretrained_weights_load_into_the_teacher(tmp_path: Path):
     assert summary["steps"] >= 1
     assert summary["images"] == len(pt.CONDITIONS) + 1  # one frame per condition + 1 town
     assert set(summary["held_out_patch_accuracy"]) == set(pt.CONDITIONS)
+    curve = summary["held_out_curve"]  # the accuracy along the run, in time order
+    assert curve and all(0 <= p["mean_accuracy"] <= 100 for p in curve)
+    assert [p["minutes"] for p in curve] == sorted(p["minutes"] for p in curve)
     teacher = DinoTeacher(TeacherConfig(weights=str(out), image_height=56), "cpu")
     trained = torch.load(out, weights_only=True)
     assert torch.equal(teacher.model.state_dict()["pos_embed"], trained["pos_embed"])

@@ -150,3 +150,20 @@ def test_no_intensity_model_ignores_intensity(data: Path, tmp_path: Path) -> Non
     again = loaded.engine.process(frame)
     np.testing.assert_array_equal(again.labels, first.labels)
     np.testing.assert_allclose(again.confidence, first.confidence, rtol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:DINOv2 teacher")
+def test_init_starts_from_a_checkpoint(data: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first.ckpt"
+    args = parse(*common(data, first, epochs=3))
+    assert args.func(args) == 0
+    # the init checkpoint's settings win over the command line's (voxel 0.2 over 0.1)
+    again = tmp_path / "again.ckpt"
+    args = parse(*common(data, again, epochs=1), "--init", str(first), "--voxel-size", "0.1")
+    summary = train.train(args)
+    scratch = train.train(parse(*common(data, tmp_path / "scratch.ckpt", epochs=1)))
+    assert load_checkpoint(again, "cpu").cfg.voxel_size == 0.2
+    assert summary["history"][0]["ce"] < scratch["history"][0]["ce"]
+    with pytest.raises(ValueError, match="feat_dim"):
+        train.train(parse(*common(data, tmp_path / "x.ckpt", epochs=1), "--init", str(first),
+                          "--teacher", "vit_base_patch14_dinov2"))

@@ -55,6 +55,9 @@ def register(p: argparse.ArgumentParser) -> None:
                    help="frames per condition of the held-out drive (accuracy in the JSON)")
     p.add_argument("--minutes", type=float, default=15.0, help="training time")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--eval-every", type=float, default=0.0, metavar="MIN",
+                   help="measure the held-out patch accuracy every MIN minutes (the JSON's "
+                        "held_out_curve shows whether it still rises); 0 = only at the end")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="synthetic-world setting, e.g. image_scale=0.5")
@@ -160,6 +163,14 @@ def patch_accuracy(net: PatchClassifier, samples, height: int = 168) -> dict[str
     return {name: 100.0 * a / max(b, 1) for name, (a, b) in hits.items()}
 
 
+def _curve_point(net: PatchClassifier, held_out, step: int, elapsed_s: float) -> dict:
+    """Mean held-out patch accuracy over the conditions at this point of the run."""
+    accuracy = patch_accuracy(net, held_out)
+    net.train()
+    return {"minutes": round(elapsed_s / 60.0, 2), "steps": step,
+            "mean_accuracy": round(float(np.mean(list(accuracy.values()))), 2)}
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         world = parse_overrides(args.set)
@@ -184,8 +195,14 @@ def run(args: argparse.Namespace) -> int:
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.05)
     budget_s = args.minutes * 60.0
     t0, step, losses = time.monotonic(), 0, []
+    curve: list[dict] = []  # held-out accuracy along the run, to see it plateau
+    next_eval = args.eval_every * 60.0
     bar = tqdm(total=math.ceil(budget_s), desc="pretrain teacher", unit="s")
     while (elapsed := time.monotonic() - t0) < budget_s:
+        if args.eval_every and elapsed >= next_eval:
+            curve.append(_curve_point(net, held_out, step, elapsed))
+            tqdm.write(json.dumps(curve[-1]))
+            next_eval += args.eval_every * 60.0
         for group in opt.param_groups:  # schedule on the share of the time budget used
             group["lr"] = learning_rate(args.lr, int(1000 * elapsed / budget_s), 1000)
         picks = rng.choice(len(train_set), args.batch_size, replace=False)
@@ -208,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
         "world": world, "loss_first_20": float(np.mean(losses[:20])),
         "loss_last_20": float(np.mean(losses[-20:])),
         "held_out_patch_accuracy": patch_accuracy(net, held_out),
+        "held_out_curve": curve,
     }
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

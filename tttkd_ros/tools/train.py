@@ -33,7 +33,7 @@ from tttkd_ros.core.frame import CameraView
 from tttkd_ros.core.intensity import IntensityReference
 from tttkd_ros.core.labels import IGNORE_INDEX
 from tttkd_ros.core.metrics import ConfusionMatrix
-from tttkd_ros.core.model.checkpoint import save_checkpoint
+from tttkd_ros.core.model.checkpoint import load_checkpoint, save_checkpoint
 from tttkd_ros.core.model.feature_cache import FeatureCache
 from tttkd_ros.core.model.segmentation import build_model
 from tttkd_ros.core.model.teacher import DinoTeacher, teacher_fingerprint
@@ -58,6 +58,10 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-map", default="", metavar="YAML",
                    help="the class set, in semantic-kitti.yaml's format (labels, color_map, "
                         "learning_map, learning_map_inv); default SemanticKITTI's 19")
+    p.add_argument("--init", default="", metavar="CKPT",
+                   help="start from this checkpoint's weights and model settings (backbone, "
+                        "head, voxel size, intensity), e.g. to pair a trained model with "
+                        "another teacher; its class set must be the one trained")
     p.add_argument("--backbone", default="tiny", choices=["tiny", "base"])
     p.add_argument("--head", default="linear", choices=["linear", "mlp"])
     p.add_argument("--voxel-size", type=float, default=0.1)
@@ -130,10 +134,15 @@ def train(args: argparse.Namespace) -> dict:
                          image_height=args.teacher_height)
     classes = load_label_map(args.label_map)
     lut = classes.lut()
-    mcfg = ModelConfig(backbone=args.backbone, head=args.head, voxel_size=args.voxel_size,
-                       feat_dim=tcfg.feat_dim, num_classes=len(classes.class_names),
-                       use_intensity=not args.no_intensity)
-    model = build_model(mcfg, device)
+    if args.init:
+        start = load_checkpoint(args.init, device, expect={
+            "num_classes": len(classes.class_names), "feat_dim": tcfg.feat_dim})
+        model, mcfg = start.model, start.cfg
+    else:
+        mcfg = ModelConfig(backbone=args.backbone, head=args.head, voxel_size=args.voxel_size,
+                           feat_dim=tcfg.feat_dim, num_classes=len(classes.class_names),
+                           use_intensity=not args.no_intensity)
+        model = build_model(mcfg, device)
     train_frames = _frames(args.data, args.train_seqs)[rank::world]
     val_frames = _frames(args.data, args.val_seqs) if rank == 0 else []
     if not train_frames:
