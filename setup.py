@@ -9,7 +9,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={f"{PACKAGE}.ros": ["*.xml"]},  # the Fast DDS large-message profile
+    # the Fast DDS large-message profile and the shipped source model
+    package_data={f"{PACKAGE}.ros": ["*.xml"], f"{PACKAGE}.models": ["*.pt"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

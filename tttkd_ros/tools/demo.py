@@ -1,7 +1,8 @@
 """`tttkd demo`: the whole product on a fresh machine, through the real node over DDS.
 
-Prepares (or reuses from the cache) a source checkpoint trained on clean synthetic drives
-and a shifted target drive as a rosbag2 (demo_assets.py), starts `adapt_node` as its own
+Takes the shipped source checkpoint (`--quick`: trains a small one on clean synthetic
+drives) and prepares (or reuses from the cache) a shifted target drive as a rosbag2
+(demo_assets.py), starts `adapt_node` as its own
 process on sim time, replays the bag through it twice in lockstep (replay.py): adaptation
 off, then `~/reset` and adaptation on (kd+ocl). Scores the node's `~/labeled_points`
 against the bag's ground truth and writes the JSON, overlay PNGs and the node's log.
@@ -57,8 +58,8 @@ class DemoError(RuntimeError):
 
 def register(p: argparse.ArgumentParser) -> None:
     """Fill `tttkd demo`'s parser (tools/cli.py makes it)."""
-    p.description = ("Prepare (or reuse from $XDG_CACHE_HOME/tttkd_ros) a source checkpoint and "
-                     "a shifted target rosbag2, run the real adapt_node on it over DDS without "
+    p.description = ("Take the shipped source checkpoint, prepare (or reuse from "
+                     "$XDG_CACHE_HOME/tttkd_ros) a shifted target rosbag2, run the real adapt_node on it over DDS without "
                      "and with adaptation, and report mIoU, latency and steps per frame.")
     p.add_argument("--json", type=Path, help="result JSON (default: OUT/demo.json)")
     p.add_argument("--out", type=Path, default=Path("tttkd_demo"),

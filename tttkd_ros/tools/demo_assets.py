@@ -1,5 +1,6 @@
-"""The demo's inputs, built once and cached: a source checkpoint trained on clean synthetic
-drives and a shifted target drive written as a rosbag2.
+"""The demo's inputs, built once and cached: the source checkpoint (the shipped one, or for
+the quick profile one trained on clean synthetic drives) and a shifted target drive written
+as a rosbag2.
 
 Cache layout (`$XDG_CACHE_HOME/tttkd_ros`, default `~/.cache/tttkd_ros`):
 
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from tttkd_ros.data.drive import generate_drive
 from tttkd_ros.data.kitti import write_label_map, write_sequence
+from tttkd_ros.models import shipped_source
 from tttkd_ros.ros.bag import write_drive_bag
 
 # -- settings (the lead tunes these) ---------------------------------------------------------
@@ -36,16 +38,11 @@ VAL_SEED = 10  # clean validation drive, the sequence after them (picks the best
 TARGET_SEED = 20  # the target drive is another drive than any training one
 TEACHER = "vit_small_patch14_dinov2"
 STORAGE = "sqlite3"
-# Full demo: the 64-beam LiDAR at 0.72 deg azimuth (~31k points) and half-size images, the
-# world of the README's source-only table; a training step takes about a second on 2 cores,
-# so 8 epochs over 4 x 12 frames fit the first run in 10 minutes (the cap is a guard).
-FULL_WORLD = {"lidar_azimuth_res_deg": 0.72, "image_scale": 0.5}
+# Full demo: the shipped source model on the synthetic HDL-64E at its full resolution
+# (~124k points, as a real one) with half-size images, the world that model was trained in.
+FULL_WORLD = {"image_scale": 0.5}
 FULL_TARGET_FRAMES = 20
-FULL_TRAIN_FRAMES = 12  # per training drive
-FULL_VAL_FRAMES = 6
-FULL_EPOCHS = 8
-FULL_MAX_MINUTES = 6.0
-FULL_TEACHER_HEIGHT = 112
+FULL_TEACHER_HEIGHT = 112  # the shipped model's teacher (models/__init__.py)
 # Quick demo (test suite): a few hundred points per frame, tiny images, short training.
 QUICK_WORLD = {"lidar_beams": 16, "lidar_azimuth_res_deg": 1.0, "image_scale": 0.2}
 QUICK_TARGET_FRAMES = 4
@@ -63,10 +60,12 @@ class DemoSettings:
 
     profile: str  # "full" or "quick": only names the cache folder
     world: dict[str, Any] = field(default_factory=dict)
-    train_frames: int = FULL_TRAIN_FRAMES
-    val_frames: int = FULL_VAL_FRAMES
-    epochs: int = FULL_EPOCHS
-    max_minutes: float = FULL_MAX_MINUTES
+    # "shipped": the package's source model; "train": train one on clean drives (quick)
+    source: str = "shipped"
+    train_frames: int = QUICK_TRAIN_FRAMES
+    val_frames: int = QUICK_VAL_FRAMES
+    epochs: int = QUICK_EPOCHS
+    max_minutes: float = QUICK_MAX_MINUTES
     teacher: str = TEACHER
     teacher_height: int = FULL_TEACHER_HEIGHT
     shift: str = DEFAULT_SHIFT
@@ -85,9 +84,9 @@ def demo_settings(quick: bool, shift: str | None = None, frames: int | None = No
                   ) -> DemoSettings:
     """The full or quick profile, with the target's shift and length overridden if given."""
     if quick:
-        base = DemoSettings("quick", dict(QUICK_WORLD), QUICK_TRAIN_FRAMES, QUICK_VAL_FRAMES,
-                            QUICK_EPOCHS, QUICK_MAX_MINUTES, TEACHER, QUICK_TEACHER_HEIGHT,
-                            DEFAULT_SHIFT, QUICK_TARGET_FRAMES)
+        base = DemoSettings("quick", dict(QUICK_WORLD), "train", QUICK_TRAIN_FRAMES,
+                            QUICK_VAL_FRAMES, QUICK_EPOCHS, QUICK_MAX_MINUTES, TEACHER,
+                            QUICK_TEACHER_HEIGHT, DEFAULT_SHIFT, QUICK_TARGET_FRAMES)
     else:
         base = DemoSettings("full", dict(FULL_WORLD))
     changes = {k: v for k, v in (("shift", shift), ("target_frames", frames)) if v is not None}
@@ -157,7 +156,9 @@ def _synth_clean(settings: DemoSettings, root: Path) -> None:
 
 
 def _train(settings: DemoSettings, data: Path, out_dir: Path) -> None:
-    from tttkd_ros.tools.cli import build_parser  # the CLI imports this module: no cycle
+    from tttkd_ros.tools.cli import (
+        build_parser,  # the CLI imports this module: no cycle
+    )
     from tttkd_ros.tools.train import train
 
     train_seqs = ",".join(f"{i:02d}" for i in range(len(TRAIN_SEEDS)))
@@ -173,7 +174,10 @@ def _train(settings: DemoSettings, data: Path, out_dir: Path) -> None:
 
 
 def prepare_checkpoint(settings: DemoSettings, root: Path | None = None) -> Built:
-    """The source checkpoint (`.../source/model.pt`), trained on clean drives if not cached."""
+    """The source checkpoint: the shipped one, or (`source="train"`) `.../source/model.pt`
+    trained on clean drives if not cached."""
+    if settings.source == "shipped":
+        return Built(shipped_source(), True, 0.0)
     folder = (root or cache_root()) / settings.source_key()
 
     def build(tmp: Path) -> None:
