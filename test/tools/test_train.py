@@ -13,6 +13,7 @@ from tttkd_ros.core.config import AdaptConfig, TeacherConfig
 from tttkd_ros.core.labels import CLASS_NAMES, raw_to_train_lut
 from tttkd_ros.core.loading import load_engine
 from tttkd_ros.core.model.checkpoint import load_checkpoint
+from tttkd_ros.core.model.teacher import DinoTeacher
 from tttkd_ros.data.drive import generate_drive
 from tttkd_ros.data.kitti import write_sequence
 from tttkd_ros.tools import train
@@ -167,3 +168,13 @@ def test_init_starts_from_a_checkpoint(data: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="feat_dim"):
         train.train(parse(*common(data, tmp_path / "x.ckpt", epochs=1), "--init", str(first),
                           "--teacher", "vit_base_patch14_dinov2"))
+
+
+@pytest.mark.filterwarnings("ignore:DINOv2 teacher")
+def test_teacher_height_zero_follows_the_checkpoint(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model.ckpt"
+    assert train.run(parse(*common(data, out, epochs=1))) == 0  # trained at height 28
+    loaded = load_engine(str(out), AdaptConfig(mode="none"), TeacherConfig(), "cpu")
+    assert loaded.engine.teacher.image_height == 28
+    with pytest.raises(ValueError, match="image_height 0"):
+        DinoTeacher(TeacherConfig(), "cpu")

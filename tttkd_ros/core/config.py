@@ -50,11 +50,16 @@ class ModelConfig:
         return asdict(self)
 
 
+DEFAULT_TEACHER_HEIGHT = 224  # DINOv2's training resolution
+
+
 @dataclass
 class TeacherConfig:
     name: str = "vit_small_patch14_dinov2"
     weights: str = ""  # a local weight file; "hub" = timm's download; "" = seeded random init
-    image_height: int = 224  # resized height (rounded to a multiple of 14), aspect kept
+    # resized height (rounded to a multiple of 14), aspect kept; 0 = the height the checkpoint
+    # was trained with (core/loading.py resolves it; DEFAULT_TEACHER_HEIGHT if unrecorded)
+    image_height: int = 0
     seed: int = 0  # init seed for the random-weights fallback
     # start even when the checkpoint was trained with other teacher weights or image height
     # (its rho_2D head then distils towards features it was not trained on)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from .adapt.budget import BudgetPlanner
 from .adapt.engine import AdaptationEngine
-from .config import AdaptConfig, TeacherConfig
+from .config import DEFAULT_TEACHER_HEIGHT, AdaptConfig, TeacherConfig
 from .frame import CameraView, Frame
 from .model.checkpoint import load_checkpoint
 from .model.teacher import DinoTeacher, teacher_fingerprint
@@ -47,12 +47,23 @@ def load_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,
     except ValueError as exc:
         raise ValueError(f"{exc}. Set teacher.name to the teacher the checkpoint was trained "
                          "with, or use a checkpoint trained for this teacher.") from exc
+    teacher = resolved_teacher(teacher, loaded.teacher)
     same_teacher = check_teacher(checkpoint, loaded.teacher, teacher)
     dino = DinoTeacher(teacher, device) if dino is None else dino
     # the KD level reached in training is a yardstick only for the teacher it was reached with
     kd_reference = (loaded.teacher or {}).get("kd_loss") if same_teacher else None
     engine = AdaptationEngine(loaded.model, adapt, dino, device, loaded.intensity, kd_reference)
     return LoadedEngine(engine, loaded.class_names, loaded.palette)
+
+
+def resolved_teacher(teacher: TeacherConfig, trained: dict | None) -> TeacherConfig:
+    """`teacher` with image_height 0 replaced by the height the checkpoint was trained with
+    (DEFAULT_TEACHER_HEIGHT when it records none), so that a checkpoint runs as trained
+    without the user repeating its settings."""
+    if teacher.image_height:
+        return teacher
+    height = (trained or {}).get("image_height") or DEFAULT_TEACHER_HEIGHT
+    return replace(teacher, image_height=int(height))
 
 
 def check_teacher(checkpoint: str, trained: dict | None, teacher: TeacherConfig) -> bool:

@@ -192,7 +192,8 @@ TEACHER: dict[str, Spec] = {
     "weights": Spec(_TEACHER.weights, "Local teacher weights file; empty = random weights "
                     "(KD targets are then meaningless, diagnostics warn), 'hub' = download."),
     "image_height": Spec(_TEACHER.image_height, "Teacher input height in pixels (rounded to "
-                         "a multiple of 14; width keeps the aspect).", 14, 2240),
+                         "a multiple of 14; width keeps the aspect); 0 = the height the "
+                         "checkpoint was trained with.", 0, 2240),
     "seed": Spec(_TEACHER.seed, "Init seed of the random-weights fallback.", 0, 2**31 - 1),
     "allow_mismatch": Spec(_TEACHER.allow_mismatch, "Start even when the checkpoint was "
                            "trained with other teacher weights or another image height (it "

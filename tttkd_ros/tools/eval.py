@@ -17,6 +17,7 @@ from typing import Any
 
 from tttkd_ros.core.config import MODES, PROTOCOLS, AdaptConfig, TeacherConfig
 from tttkd_ros.core.device.selection import resolve_device
+from tttkd_ros.core.loading import resolved_teacher
 from tttkd_ros.core.model.checkpoint import load_checkpoint
 from tttkd_ros.data.kitti import load_label_map
 from tttkd_ros.ros.bag import BagError, InputTopics
@@ -72,7 +73,7 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default="", help="teacher model (default: the checkpoint's)")
     p.add_argument("--teacher-weights", default="", help="local DINOv2 weight file")
     p.add_argument("--teacher-height", type=int, default=None, help="default: --params', "
-                   "else 224")
+                   "else the one the checkpoint was trained with")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     p.set_defaults(func=run)
@@ -171,11 +172,12 @@ def _evaluate(args: argparse.Namespace) -> dict:
                            presets=node.mode_presets if node is not None else True)
     device = resolve_device(args.device)
     base = node.teacher if node is not None else TeacherConfig()
-    teacher = replace(
-        base, name=args.teacher or (base.name if node is not None
-                                    else load_checkpoint(args.checkpoint, "cpu").teacher_name),
+    trained = load_checkpoint(args.checkpoint, "cpu")
+    # unless told otherwise, the teacher the checkpoint was trained with
+    teacher = resolved_teacher(replace(
+        base, name=args.teacher or (base.name if node is not None else trained.teacher_name),
         weights=args.teacher_weights or base.weights,
-        image_height=args.teacher_height or base.image_height)
+        image_height=args.teacher_height or base.image_height), trained.teacher)
     if args.cameras is not None:
         cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
     else:

@@ -143,6 +143,9 @@ class DinoTeacher:
         stats = model.pretrained_cfg
         self._mean = torch.tensor(stats["mean"], device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(stats["std"], device=self.device).view(1, 3, 1, 1)
+        if self.image_height <= 0:
+            raise ValueError("teacher image_height 0 means the checkpoint's: resolve it "
+                             "(core.loading.resolved_teacher) or give a height")
 
     def preprocess(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         """H x W x 3 uint8 RGB -> (1, 3, h, w) float32 ImageNet-normalised, resized by
