@@ -103,13 +103,17 @@ def test_none_mode_equals_a_direct_engine_run(evaluated, bag: Path, tiny_checkpo
         {c: iou[i] for i, c in enumerate(CLASS_NAMES) if total.present()[i]}, rel=1e-12)
 
 
-def test_kitti_folder_without_labels_fails_naming_them(drive, tmp_path: Path):
-    """A bag without ground truth gives a label-free report (test_eval_unlabeled.py); a
-    SemanticKITTI folder is a labeled dataset, so a missing label file is an error."""
+def test_kitti_folder_without_labels_is_label_free_and_a_gap_fails(drive, tmp_path: Path):
+    """Scans without any labels (KITTI's object scans) give label-free frames, as a bag
+    without ground truth does (test_eval_unlabeled.py); a folder where only some frames
+    have labels is an error naming the first gap."""
     write_sequence(tmp_path, "04", [replace(f, labels=None) for f in drive])
+    frames = load_frames(data=tmp_path, sequence="04")
+    assert len(frames) == len(drive) and all(f.labels is None for f in frames)
 
-    with pytest.raises(ValueError, match="has no labels"):
-        load_frames(data=tmp_path, sequence="04")
+    write_sequence(tmp_path, "05", [drive[0], *[replace(f, labels=None) for f in drive[1:]]])
+    with pytest.raises(ValueError, match="frame 1 has no labels"):
+        load_frames(data=tmp_path, sequence="05")
 
 
 def test_labeled_result_says_so(evaluated):

@@ -99,7 +99,8 @@ def load_frames(bag: str | Path | None = None, data: str | Path | None = None,
 
     A bag with the ground-truth topic must have labels for every frame (a gap would skew
     mIoU silently); a bag without it (a robot's drive) gives frames with labels None. A
-    SemanticKITTI folder must have labels for every frame. Raises BagError / ValueError
+    SemanticKITTI folder has labels for every frame, or for none (scans without labels, e.g.
+KITTI's object scans, give a label-free report). Raises BagError / ValueError
     naming what is missing."""
     if (bag is None) == (data is None):
         raise ValueError("give exactly one frame source: a bag or a SemanticKITTI folder")
@@ -114,13 +115,13 @@ def load_frames(bag: str | Path | None = None, data: str | Path | None = None,
         read_sequence,  # only this source needs the data layer
     )
 
-    out = []
-    for kf in itertools.islice(read_sequence(data, sequence), limit):
-        if kf.labels is None:
-            raise ValueError(f"{data} sequence {sequence} frame {kf.index} has no labels "
-                             "(labels/NNNNNN.label): evaluation needs ground truth")
-        out.append(LabeledFrame(kf.to_frame(), kf.labels))
-    return out
+    scans = list(itertools.islice(read_sequence(data, sequence), limit))
+    missing = [kf.index for kf in scans if kf.labels is None]
+    if missing and len(missing) < len(scans):  # a gap would skew mIoU silently
+        raise ValueError(f"{data} sequence {sequence} frame {missing[0]} has no labels "
+                         f"(labels/NNNNNN.label; {len(missing)} of {len(scans)} frames lack "
+                         "them): label every frame, or none for a label-free report")
+    return [LabeledFrame(kf.to_frame(), kf.labels) for kf in scans]
 
 
 def mode_configs(modes: Iterable[str], common: Mapping[str, Any] | None = None,
