@@ -32,8 +32,9 @@ class SynthFrame:
     points: (N, 4) float32 x, y, z, intensity (0..1) in the LiDAR frame.
     labels: (N,) uint32 raw SemanticKITTI ids (no instance bits).
     cameras: rendered images with calibration; label_images: camera name -> H x W uint32
-    raw ids of what each pixel shows (0 = sky).  pose: 4 x 4 world_from_lidar (ground at
-    z = 0 under the road's crown at the town's mean height).  stamp_ns: acquisition time.  index: frame number in the drive.
+    raw ids of what each pixel shows (0 = sky).  pose: 4 x 4 world_from_lidar (world z 0 is
+    the road's mean height; terrain.py has the ground).  stamp_ns: acquisition time.
+    index: frame number in the drive.
     """
 
     points: np.ndarray

@@ -156,9 +156,7 @@ def _synth_clean(settings: DemoSettings, root: Path) -> None:
 
 
 def _train(settings: DemoSettings, data: Path, out_dir: Path) -> None:
-    from tttkd_ros.tools.cli import (
-        build_parser,  # the CLI imports this module: no cycle
-    )
+    from tttkd_ros.tools.cli import build_parser  # the CLI imports this module: no cycle
     from tttkd_ros.tools.train import train
 
     train_seqs = ",".join(f"{i:02d}" for i in range(len(TRAIN_SEEDS)))

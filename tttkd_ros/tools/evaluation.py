@@ -68,13 +68,7 @@ from tttkd_ros.core.frame import UNLABELED, Frame, FrameStats, Prediction
 from tttkd_ros.core.labels import IGNORE_INDEX, LabelMap
 from tttkd_ros.core.loading import load_engine, warm_up
 from tttkd_ros.core.metrics import ConfusionMatrix
-from tttkd_ros.ros.bag import (
-    LABELS_TOPIC,
-    InputTopics,
-    LabeledFrame,
-    read_bag_frames,
-    topic_info,
-)
+from tttkd_ros.ros.bag import LABELS_TOPIC, InputTopics, LabeledFrame, read_bag_frames, topic_info
 
 REFERENCE_MODE = "none"  # agreement is measured against the unadapted model's labels
 
@@ -94,13 +88,12 @@ def load_frames(bag: str | Path | None = None, data: str | Path | None = None,
     """Frames of a rosbag2 bag (paired by the node's synchronizer; `inputs`: its topics,
     `extrinsics`: camera -> T_cam_lidar instead of the bag's tf; `rectified`: cameras whose
     images are rectified; `sensor_frame` / `cloud_to_sensor`: read_bag_frames') or of a
-    SemanticKITTI-layout
-    sequence, at most `max_frames` (0 = all).
+    SemanticKITTI-layout sequence, at most `max_frames` (0 = all).
 
     A bag with the ground-truth topic must have labels for every frame (a gap would skew
     mIoU silently); a bag without it (a robot's drive) gives frames with labels None. A
-    SemanticKITTI folder has labels for every frame, or for none (scans without labels, e.g.
-KITTI's object scans, give a label-free report). Raises BagError / ValueError
+    SemanticKITTI folder has labels for every frame, or for none (scans without labels,
+    e.g. KITTI's object scans, give a label-free report). Raises BagError / ValueError
     naming what is missing."""
     if (bag is None) == (data is None):
         raise ValueError("give exactly one frame source: a bag or a SemanticKITTI folder")
@@ -111,9 +104,7 @@ KITTI's object scans, give a label-free report). Raises BagError / ValueError
                                  require_labels=labeled, inputs=inputs, rectified=rectified,
                                  sensor_frame=sensor_frame, cloud_to_sensor=cloud_to_sensor)
         return list(itertools.islice(frames, limit))
-    from tttkd_ros.data.kitti import (
-        read_sequence,  # only this source needs the data layer
-    )
+    from tttkd_ros.data.kitti import read_sequence  # only this source needs the data layer
 
     scans = list(itertools.islice(read_sequence(data, sequence), limit))
     missing = [kf.index for kf in scans if kf.labels is None]
