@@ -217,11 +217,15 @@ class AdaptationEngine:
         self.collapse.clear()
 
     def _fresh_optimizer(self) -> None:
+        """A fresh start from the current weights (`_fresh_start`), with no loss history."""
+        self._fresh_start()
+        self.spikes.clear()
+
+    def _fresh_start(self) -> None:
         """A fresh optimizer state; the current weights are the last good ones and the moving
-        average's new start; no loss history."""
+        average's new start."""
         self.optimizer.load_state_dict(self.optimizer_start)
         copy_into(self.last_good, self.params)
-        self.spikes.clear()
         if self.ema is not None:
             self.ema.reset(self.params)
 
@@ -340,12 +344,10 @@ class AdaptationEngine:
             self._end_episode()
 
     def _end_episode(self) -> None:
-        """Episodic protocol: the source weights and a fresh optimizer for the next frame."""
+        """Episodic protocol: the source weights and a fresh optimizer for the next frame (the
+        loss history stays: spikes are judged across frames)."""
         copy_into(list(self.model.parameters()), self.source)
-        self.optimizer.load_state_dict(self.optimizer_start)
-        copy_into(self.last_good, self.params)
-        if self.ema is not None:
-            self.ema.reset(self.params)
+        self._fresh_start()
 
     def _event(self, stats: FrameStats, name: str) -> None:
         stats.events.append(name)
