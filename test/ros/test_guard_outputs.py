@@ -14,17 +14,18 @@ from tttkd_ros.ros.outputs import stats_message
 
 def test_stats_carry_the_guards_figures_and_untrusted_cameras() -> None:
     stats = FrameStats(guard_ms=1.5, guard_checked=True, guard_drift=0.25, guard_kl=math.nan,
-                       guard_gain=-0.1, guard_rollback=True, events=["guard_rollback"],
+                       guard_gain=-0.1, guard_flip=0.5, guard_rollback=True,
+                       events=["guard_rollback"],
                        camera_kd_ratio={"front": 1.1, "black": 7.0},
                        cameras_untrusted=["black"])
     payload = json.loads(stats_message(1, "lidar", stats).data)
     assert payload["guard"] == {"ms": 1.5, "checked": True, "drift": 0.25, "kl": None,
-                                "gain": -0.1, "rollback": True}
+                                "gain": -0.1, "flip": 0.5, "rollback": True}
     assert payload["camera_kd_ratio"] == {"front": 1.1, "black": 7.0}
     assert payload["cameras_untrusted"] == ["black"] and payload["events"] == ["guard_rollback"]
     unchecked = json.loads(stats_message(1, "lidar", FrameStats()).data)["guard"]
     assert unchecked == {"ms": 0.0, "checked": False, "drift": None, "kl": None, "gain": None,
-                         "rollback": False}
+                         "flip": None, "rollback": False}
 
 
 def test_diagnostics_warn_when_the_guard_rolled_back_or_dropped_a_camera() -> None:

@@ -43,6 +43,7 @@ def test_guard_entry_counts_checks_and_resets_and_keeps_the_figures() -> None:
     assert all(0.0 <= d <= 1.0 for d in guard["drift_per_frame"])
     assert guard["drift_mean"] == pytest.approx(np.mean(guard["drift_per_frame"]))
     assert guard["kl_mean"] >= 0.0 and guard["gain_mean"] is not None
+    assert 0.0 <= guard["flip_mean"] <= 1.0
     assert 0.0 < guard["guard_ms"]["p50"] <= guard["guard_ms"]["p99"]
 
 

@@ -66,12 +66,14 @@ class FrameStats:
     # The harm guard (core/adapt/guard.py): its source pass's time (inside budget_ms), whether
     # it compared the adapted model with the source on this frame and what it found: share of
     # points whose label differs, mean KL(source || adapted), source objective minus adapted
-    # objective (> 0: adaptation still helps); None when not compared.
+    # objective (> 0: it still beats the source at its own objective), share of the source's
+    # sure labels changed (what the rule judges); None when not compared.
     guard_ms: float = 0.0
     guard_checked: bool = False
     guard_drift: float | None = None
     guard_kl: float | None = None
     guard_gain: float | None = None
+    guard_flip: float | None = None
     guard_rollback: bool = False  # the check rolled the weights back (events say to what)
     # Per camera: its KD loss under the source model over the checkpoint's training level;
     # the cameras over adaptation.guard_kd_ratio had their KD targets dropped
@@ -81,7 +83,7 @@ class FrameStats:
     # what an adaptation produces (async: copied from the worker's stats at swap-in)
     ADAPTATION_FIELDS = ("steps", "adapt_ms", "teacher_ms", "losses", "over_budget",
                          "guard_ms", "guard_checked", "guard_drift", "guard_kl", "guard_gain",
-                         "guard_rollback", "camera_kd_ratio", "cameras_untrusted")
+                         "guard_flip", "guard_rollback", "camera_kd_ratio", "cameras_untrusted")
 
 
 @dataclass

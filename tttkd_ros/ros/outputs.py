@@ -86,7 +86,7 @@ def stats_message(stamp_ns: int, frame_id: str, stats: FrameStats, **extra: Any)
         # on a checked frame, what it compared; per camera the KD level under the source
         "guard": {"ms": round(stats.guard_ms, 3), "checked": stats.guard_checked,
                   **_finite({"drift": stats.guard_drift, "kl": stats.guard_kl,
-                             "gain": stats.guard_gain}),
+                             "gain": stats.guard_gain, "flip": stats.guard_flip}),
                   "rollback": stats.guard_rollback},
         "camera_kd_ratio": _finite(stats.camera_kd_ratio),
         "cameras_untrusted": stats.cameras_untrusted,

@@ -160,12 +160,16 @@ ADAPTATION: dict[str, Spec] = {
                         "budget_ms); 0 = off.", 0, 100000, read_only=False),
     "guard_patience": Spec(_ADAPT.guard_patience, "Failed guard checks in a row that roll the "
                            "weights back.", 1, 1000, read_only=False),
-    "guard_margin": Spec(_ADAPT.guard_margin, "A check fails when the adapted model's "
-                         "objective on the frame is not below the source's by more than this "
-                         "(and guard_drift holds).", 0.0, 100.0, read_only=False),
-    "guard_drift": Spec(_ADAPT.guard_drift, "A guard check fails only when also more than "
-                        "this share of the points has another label than the source model "
-                        "gives (adaptation moved the model).", 0.0, 1.0, read_only=False),
+    "guard_flip": Spec(_ADAPT.guard_flip, "A guard check fails when adaptation changed more "
+                       "than this share of the labels the source model is sure of "
+                       "(source_confidence).", 0.0, 1.0, read_only=False),
+    "source_confidence": Spec(_ADAPT.source_confidence, "Softmax probability from which a "
+                              "source label counts as sure (the guard check and w_source "
+                              "use them).", 0.0, 0.999, read_only=False),
+    "w_source": Spec(_ADAPT.w_source, "Weight of the source consistency loss: cross-entropy "
+                     "towards the source model's sure labels (the source model then predicts "
+                     "every adapted frame, from budget_ms); 0 = off.", 0.0, 100.0,
+                     read_only=False),
     "guard_restore": Spec(_ADAPT.guard_restore, "What a rollback restores: the weights of the "
                           "last passed check (the source when the checks fail again after a "
                           "rollback with no pass between) or the source weights"

@@ -20,7 +20,7 @@ measured here is what runs on the robot. The result is the DESIGN.md eval JSON:
                                 "source_resets": int, "periodic_resets": int,
                                 "cameras_untrusted": {camera: int},
                                 "drift_mean": float | None, "kl_mean": float | None,
-                                "gain_mean": float | None,
+                                "gain_mean": float | None, "flip_mean": float | None,
                                 "guard_ms": {"p50", "p99"},
                                 "drift_per_frame": [float | None]},
                       "config": {AdaptConfig fields}}}}
@@ -189,7 +189,8 @@ class _Drive:
         self.losses: list[dict[str, float | None]] = []
         self.events: list[list[str]] = []
         self.over = 0
-        self.checks: list[tuple[float, float, float]] = []  # (drift, kl, gain) per check
+        # (drift, kl, gain, flip) per check
+        self.checks: list[tuple[float, float, float, float]] = []
         self.drift: list[float | None] = []
         self.guard_ms: list[float] = []
         self.untrusted: Counter[str] = Counter()
@@ -211,7 +212,7 @@ class _Drive:
     def _guard(self, s: FrameStats) -> None:
         self.drift.append(s.guard_drift if s.guard_checked else None)
         if s.guard_checked:
-            self.checks.append((s.guard_drift, s.guard_kl, s.guard_gain))
+            self.checks.append((s.guard_drift, s.guard_kl, s.guard_gain, s.guard_flip))
         if s.guard_ms > 0:
             self.guard_ms.append(s.guard_ms)
         self.untrusted.update(s.cameras_untrusted)
@@ -261,7 +262,7 @@ class _Drive:
         }
 
     def _guard_entry(self, events: Mapping[str, int]) -> dict:
-        means = np.mean(self.checks, axis=0) if self.checks else [None] * 3
+        means = np.mean(self.checks, axis=0) if self.checks else [None] * 4
         p50, p99 = (np.percentile(self.guard_ms, [50, 99]) if self.guard_ms
                     else (np.nan, np.nan))
         return {
@@ -272,7 +273,7 @@ class _Drive:
             "periodic_resets": int(events.get("periodic_reset", 0)),
             "cameras_untrusted": dict(sorted(self.untrusted.items())),
             **{k: None if v is None else float(v)
-               for k, v in zip(("drift_mean", "kl_mean", "gain_mean"), means)},
+               for k, v in zip(("drift_mean", "kl_mean", "gain_mean", "flip_mean"), means)},
             "guard_ms": {"p50": _none_if_nan(p50), "p99": _none_if_nan(p99)},
             "drift_per_frame": self.drift,
         }

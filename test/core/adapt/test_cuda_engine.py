@@ -98,4 +98,5 @@ def test_the_harm_guard_checks_on_the_gpu(schedule: str) -> None:
     assert stats and engine.event_counts["guard_check"] == len(stats)
     for s in stats:
         assert s.guard_ms > 0 and 0.0 <= s.guard_drift <= 1.0 and s.guard_kl >= -1e-6
+        assert 0.0 <= s.guard_flip <= 1.0
     engine.close()

@@ -9,12 +9,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from test_engine_safety import VectorTeacher, engine, frame, params, same
 
 from tttkd_ros.core.adapt.anchor import anchor_gradient
 from tttkd_ros.core.adapt.engine import AdaptationEngine
-from tttkd_ros.core.adapt.guard import HarmGuard, Verdict, camera_kd_ratios, drift
-from tttkd_ros.core.adapt.objective import KdTargets
+from tttkd_ros.core.adapt.guard import HarmGuard, Verdict, camera_kd_ratios, drift, sure_labels
+from tttkd_ros.core.adapt.objective import KdTargets, SourceLabels, adaptation_loss
 from tttkd_ros.core.config import AdaptConfig, ModelConfig, TeacherConfig
 from tttkd_ros.core.frame import CameraView, Frame
 from tttkd_ros.core.labels import CLASS_NAMES, palette_rgb
@@ -37,7 +38,12 @@ def damage(e: AdaptationEngine) -> None:
 
 
 def kd_engine(**cfg) -> AdaptationEngine:
-    return engine(VectorTeacher(), **{**KD, "guard_every": 1, "guard_patience": 2, **cfg})
+    """The untrained test model is sure of no label (its softmax is nearly flat), so every
+    label counts as sure here (source_confidence 0); its predictions spread over the classes
+    (head_scale 10), so that KD on the vector changes a few of them and damage nearly all."""
+    return engine(VectorTeacher(), head_scale=10.0, **{
+        **KD, "guard_every": 1, "guard_patience": 2, "source_confidence": 0.0,
+        "guard_flip": 0.5, **cfg})
 
 
 def adapt_frames(e: AdaptationEngine, seeds) -> list:
@@ -51,54 +57,64 @@ def rule(**cfg) -> tuple[HarmGuard, list[torch.Tensor]]:
     return HarmGuard(AdaptConfig(**{"guard_patience": 2, **cfg}), weights), weights
 
 
-def test_a_check_fails_only_when_there_is_no_gain_and_the_labels_drifted() -> None:
-    guard, w = rule(guard_margin=0.05, guard_drift=0.2)
-    assert guard.judge(0.01, 0.1, w) is Verdict.PASSED  # no gain, but it barely moved
-    assert guard.judge(0.5, 0.9, w) is Verdict.PASSED  # moved, and still beats the source
-    assert guard.judge(0.05, 0.3, w) is Verdict.FAILED  # gain not above the margin, drifted
-    assert guard.judge(0.06, 0.3, w) is Verdict.PASSED  # a pass ends the run of failures
-    assert guard.judge(-1.0, 0.3, w) is Verdict.FAILED
-    assert guard.judge(-1.0, 0.3, w) is Verdict.ROLLBACK  # patience 2
+def test_a_check_fails_when_more_than_guard_flip_of_the_sure_labels_changed() -> None:
+    guard, w = rule(guard_flip=0.2)
+    assert guard.judge(0.1, w) is Verdict.PASSED
+    assert guard.judge(0.2, w) is Verdict.PASSED  # at the threshold: still a pass
+    assert guard.judge(0.3, w) is Verdict.FAILED
+    assert guard.judge(0.0, w) is Verdict.PASSED  # a pass ends the run of failures
+    assert guard.judge(0.9, w) is Verdict.FAILED
+    assert guard.judge(0.9, w) is Verdict.ROLLBACK  # patience 2
 
 
 def test_a_passed_check_keeps_the_checked_weights_as_the_last_good_state() -> None:
     guard, _ = rule()
     checked = [torch.tensor([1.0, 2.0, 3.0])]
-    guard.judge(1.0, 0.0, checked)
+    guard.judge(0.0, checked)
     assert same(guard.good, checked)
-    guard.judge(-1.0, 0.5, [torch.full((3,), 9.0)])  # a failed check keeps the old state
+    guard.judge(1.0, [torch.full((3,), 9.0)])  # a failed check keeps the old state
     assert same(guard.good, checked)
 
 
 def test_a_rollback_failing_again_goes_to_the_source() -> None:
     guard, w = rule(guard_patience=1)
-    assert guard.judge(-1.0, 0.5, w) is Verdict.ROLLBACK
-    assert guard.judge(-1.0, 0.5, w) is Verdict.SOURCE  # the last good state was no good
-    assert guard.judge(-1.0, 0.5, w) is Verdict.ROLLBACK  # from the source: a fresh start
-    assert guard.judge(1.0, 0.5, w) is Verdict.PASSED
-    assert guard.judge(-1.0, 0.5, w) is Verdict.ROLLBACK  # a pass came in between
+    assert guard.judge(0.5, w) is Verdict.ROLLBACK
+    assert guard.judge(0.5, w) is Verdict.SOURCE  # the last good state was no good
+    assert guard.judge(0.5, w) is Verdict.ROLLBACK  # from the source: a fresh start
+    assert guard.judge(0.0, w) is Verdict.PASSED
+    assert guard.judge(0.5, w) is Verdict.ROLLBACK  # a pass came in between
     source_first, _ = rule(guard_patience=1, guard_restore="source")
-    assert source_first.judge(-1.0, 0.5, w) is Verdict.SOURCE
+    assert source_first.judge(0.5, w) is Verdict.SOURCE
 
 
 def test_a_check_is_due_every_guard_every_frames_and_stays_due_until_judged() -> None:
     guard, w = rule(guard_every=3)
     assert [guard.due() for _ in range(4)] == [False, False, True, True]
-    guard.judge(1.0, 0.0, w)
+    guard.judge(0.0, w)
     assert [guard.due() for _ in range(3)] == [False, False, True]
     off, _ = rule(guard_every=0)
     assert not any(off.due() for _ in range(5))
 
 
-def test_drift_is_the_share_of_changed_labels_and_the_kl_of_the_softmax() -> None:
-    source = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, 1.0]])
+def test_drift_counts_changed_labels_all_and_among_the_sure_ones_and_the_kl() -> None:
+    source = torch.tensor([[4.0, 0.0], [0.0, 4.0], [0.1, 0.0], [0.0, 0.1]])  # 2 sure, 2 not
     adapted = source.clone()
-    adapted[0] = torch.tensor([0.0, 2.0])  # one of four points changes its label
-    share, kl = drift(source, adapted)
-    p, q = torch.softmax(source[0], 0), torch.softmax(adapted[0], 0)
-    assert float(share) == pytest.approx(0.25)
-    assert float(kl) == pytest.approx(float((p * (p / q).log()).sum()) / 4, rel=1e-5)
-    assert drift(source, source)[1].abs() < 1e-7
+    adapted[0] = torch.tensor([0.0, 2.0])  # one sure label changes
+    adapted[2] = torch.tensor([0.0, 2.0])  # and one unsure one
+    d = drift(source, adapted, confidence=0.9)
+    p, q = torch.softmax(source, 1), torch.softmax(adapted, 1)
+    assert float(d.share) == pytest.approx(0.5)
+    assert float(d.sure_flip) == pytest.approx(0.5)  # 1 of the 2 sure labels
+    assert float(d.kl) == pytest.approx(float((p * (p / q).log()).sum()) / 4, rel=1e-5)
+    same_labels = drift(source, source, confidence=0.9)
+    assert same_labels.kl.abs() < 1e-7 and float(same_labels.sure_flip) == 0.0
+    assert float(drift(source, adapted, confidence=0.999).sure_flip) == 0.0  # none sure
+
+
+def test_sure_labels_are_the_points_at_or_above_the_confidence() -> None:
+    logits = torch.tensor([[4.0, 0.0], [0.1, 0.0], [0.0, 4.0]])
+    index, labels = sure_labels(logits, 0.9)
+    assert index.tolist() == [0, 2] and labels.tolist() == [0, 1]
 
 
 def test_camera_ratios_average_each_cameras_rows_over_the_reference() -> None:
@@ -118,19 +134,20 @@ def test_camera_ratios_average_each_cameras_rows_over_the_reference() -> None:
 def test_damaged_weights_are_rolled_back_to_the_last_passed_check() -> None:
     e = kd_engine()
     for stats in adapt_frames(e, range(6)):
-        assert stats.guard_checked and not stats.guard_rollback
+        assert stats.guard_checked and not stats.guard_rollback and stats.guard_flip < 0.5
     assert stats.guard_gain > 0  # adapting on the teacher's vector beats the source
     good = [g.clone() for g in e.guard.good]
     damage(e)
     first = e.process(frame(100)).stats
-    assert first.guard_checked and first.guard_gain < 0 and first.guard_drift > 0.1
+    assert first.guard_checked and first.guard_flip > 0.9 and first.guard_drift > 0.9
     assert not first.guard_rollback and first.events == []  # patience 2: one failure waits
     second = e.process(frame(101)).stats
     assert second.guard_rollback and second.events == ["guard_rollback"]
     assert same(params(e), good)  # the weights of the last passed check
     assert e.event_counts["guard_check"] == 8 and e.event_counts["guard_check_failed"] == 2
     assert e.event_counts["guard_rollback"] == 1 and e.resets == 0
-    assert e.process(frame(102)).stats.guard_gain > 0  # and adapting goes on from them
+    after = e.process(frame(102)).stats  # and adapting goes on from them
+    assert after.guard_gain > 0 and after.guard_flip < 0.5
 
 
 def test_a_second_rollback_without_a_pass_resets_to_the_source() -> None:
@@ -192,6 +209,40 @@ def test_the_async_schedule_runs_the_guard_in_the_background() -> None:
             dict(e.model.named_parameters()), e.guard.good))
     finally:
         e.close()
+
+
+# -- source consistency --------------------------------------------------------------------
+
+def changed_from_source(e: AdaptationEngine, seed: int = 50) -> float:
+    """Share of a fresh frame's labels that differ between `e` and its source model."""
+    e.enabled = False
+    adapted = e.process(frame(seed)).labels
+    source = AdaptationEngine(copy.deepcopy(e.reference.model), AdaptConfig(mode="none"),
+                              None, "cpu").process(frame(seed)).labels
+    return float((adapted != source).mean())
+
+
+def test_source_consistency_keeps_the_labels_that_kd_alone_changes() -> None:
+    plain = kd_engine(guard_every=0, lr=0.5)
+    anchored = kd_engine(guard_every=0, lr=0.5, w_source=5.0)
+    adapt_frames(plain, range(8))
+    stats = adapt_frames(anchored, range(8))
+    assert all("source" in s.losses and s.guard_ms > 0 for s in stats)  # every frame
+    assert "source" not in plain.process(frame(9)).stats.losses
+    moved, kept = changed_from_source(plain), changed_from_source(anchored)
+    assert moved > 0.3 and kept < moved / 2, (moved, kept)
+
+
+def test_the_consistency_term_is_cross_entropy_towards_the_sure_labels_in_both_views() -> None:
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, 0.0]])  # 2 views x 2
+    labels = SourceLabels(torch.tensor([1]), torch.tensor([0]))  # point 1 is sure of class 0
+    cfg = AdaptConfig(mode="kd", w_source=2.0)
+    total, parts = adaptation_loss(cfg, logits, torch.zeros(4, 1), 2, None, labels)
+    expected = F.cross_entropy(logits[[1, 3]], torch.tensor([0, 0]))
+    assert parts["source"] == pytest.approx(float(expected))
+    assert float(total) == pytest.approx(2.0 * float(expected))
+    assert adaptation_loss(replace(cfg, w_source=0.0), logits, torch.zeros(4, 1), 2, None,
+                           labels)[1] == {}
 
 
 # -- teacher reliability -------------------------------------------------------------------

@@ -10,12 +10,12 @@ point takes its cell's label; a step with a non-finite loss or gradient, or a lo
 discarded and the last good weights are restored; a collapse of the predictions resets to the
 source weights. Every such event is named in the frame's stats and counted in `event_counts`.
 
-Harm guard (core/adapt/guard.py): every `guard_every` frames the source model predicts the
-frame too and a rule on the unlabeled signals (does the adapted model still beat the source at
-its own objective; how far have its labels drifted) rolls back to the last good weights or to
-the source; each frame, a camera whose targets the source model is far from (compared with the
-KD loss the checkpoint reached in training) gives no KD targets. Its source pass is paid from
-the frame's budget. Anchoring (core/adapt/anchor.py): served moving-average weights, an L2
+Harm guard (core/adapt/guard.py, source_pass.py): the source model predicts the frame too
+when something needs it, paid from the frame's budget: each frame, a camera whose targets the
+source model is far from (compared with the KD loss the checkpoint reached in training) gives
+no KD targets; with `w_source` the steps keep the source's sure labels; every `guard_every`
+frames a check of how many of those labels adaptation changed rolls back to the last good
+weights or to the source. Anchoring (core/adapt/anchor.py): served moving-average weights, an L2
 pull towards the source; and RDumb's reset to the source every `reset_every` frames.
 """
 from __future__ import annotations
@@ -41,9 +41,10 @@ from ..model.segmentation import SegModel, param_groups
 from ..model.voxelize import voxelize
 from .anchor import EmaWeights, anchor_gradient
 from .budget import BudgetPlanner, StepTimer
-from .guard import HarmGuard, SourceReference, Verdict, camera_kd_ratios, drift
+from .guard import HarmGuard, SourceReference, Verdict, drift
 from .objective import (
     KdTargets,
+    SourceLabels,
     adaptation_loss,
     has_signal,
     teacher_targets,
@@ -53,6 +54,7 @@ from .objective import (
 from .restore import copy_into, snapshot, stochastic_restore
 from .safety import CollapseDetector, LossSpikeDetector, dominant_share, grid_subsample
 from .schedule import SKIPPED, AsyncAdapter, BackgroundWork
+from .source_pass import SourceCheck, needs_source_pass, source_pass
 
 
 @dataclass
@@ -63,14 +65,6 @@ class StepResult:
     logits: torch.Tensor
     parts: dict[str, float]
     event: str
-    loss: torch.Tensor
-
-
-@dataclass
-class SourceCheck:
-    """The source model on a checked frame: view-averaged logits (N, C) and its objective."""
-
-    logits: torch.Tensor
     loss: torch.Tensor
 
 
@@ -399,26 +393,29 @@ class AdaptationEngine:
         if not has_signal(cfg, targets):
             return None
         judge = self.guard.due() and cfg.protocol == "continual"  # episodic never drifts
-        check = None
-        guarded = judge or self._checks_cameras(targets)  # the frame needs the source pass
-        if guarded:
+        source = None
+        if needs_source_pass(cfg, self.kd_reference, targets, judge):
             if not self.planner.fits(0.0, cfg.budget_ms, self.planner.predicted_guard_ms()):
                 self.planner.refused_frame()  # the source pass and a step do not both fit
                 return None
             guard_times: list[float] = []
             with self.timer.measure(guard_times):
-                check, targets = self._source_pass(pts, frame, targets, judge, stats)
+                source = source_pass(self.reference, cfg, self.kd_reference, pts, frame,
+                                     targets, judge, stats, lambda e: self._event(stats, e))
             stats.guard_ms = guard_times[0]
+            targets = source.targets
             if not has_signal(cfg, targets):  # KD alone, and no camera is trusted
                 self.planner.record_guard(stats.guard_ms)
                 return None
+        check = source.check if source is not None else None
+        labels = source.labels if source is not None else None
 
         first_logits = None
         step_times: list[float] = []
         while stats.steps < cfg.max_steps and self.planner.fits(
                 stats.guard_ms + sum(step_times), cfg.budget_ms):
             with self.timer.measure(step_times):
-                step = self._step(pts, targets, first=stats.steps == 0)
+                step = self._step(pts, targets, labels, first=stats.steps == 0)
             self.planner.record(step_times[-1])
             stats.steps += 1
             stats.losses = step.parts
@@ -429,7 +426,7 @@ class AdaptationEngine:
                 break
             if stats.steps == 1 and not rolled_back:
                 first_logits = step.logits
-        if guarded:
+        if source is not None:
             self.planner.record_guard(stats.guard_ms)
         if stats.steps == 0:
             self.planner.refused_frame()
@@ -438,65 +435,23 @@ class AdaptationEngine:
         served_raw = cfg.order == "predict_then_adapt" and self.ema is None
         return first_logits if served_raw else None
 
-    def _checks_cameras(self, targets: KdTargets | None) -> bool:
-        """Whether this frame's cameras are judged (guard_kd_ratio on, a training-time KD
-        level known, and KD targets to judge)."""
-        return (self.cfg.guard_kd_ratio > 0 and self.kd_reference is not None
-                and targets is not None and len(targets) > 0)
-
-    def _source_pass(self, pts: torch.Tensor, frame: Frame, targets: KdTargets | None,
-                     judge: bool, stats: FrameStats
-                     ) -> tuple[SourceCheck | None, KdTargets | None]:
-        """The source model on this frame: drops the KD targets of the cameras it finds far
-        from the training-time level, and when `judge` returns its logits and objective for
-        the check (over both OCL views, as the step sees them)."""
-        cfg = self.cfg
-        n = len(pts)
-        clouds = [pts, mirror_points(pts)] if judge and uses_ocl(cfg.mode) else [pts]
-        out = self.reference.forward(clouds, cfg.bn_prior if cfg.bn_prior < 1.0 else None)
-        if self._checks_cameras(targets):
-            targets = self._trusted(out.feat2d[:n], targets, frame, stats)
-        if not judge:
-            return None, targets
-        loss, _ = adaptation_loss(cfg, out.logits, out.feat2d, n, targets)
-        logits = out.logits
-        logits = (logits[:n] + logits[n:]) / 2 if len(clouds) == 2 else logits
-        return SourceCheck(logits, loss.detach()), targets
-
-    def _trusted(self, feat2d: torch.Tensor, targets: KdTargets, frame: Frame,
-                 stats: FrameStats) -> KdTargets:
-        """`targets` without the cameras whose KD loss under the source model is outside
-        [1 / guard_kd_ratio, guard_kd_ratio] times the training-time level (event
-        `camera_untrusted` each)."""
-        ratios = camera_kd_ratios(feat2d, targets, self.kd_reference)
-        band = self.cfg.guard_kd_ratio
-        keep = []
-        for view, ratio in zip(frame.cameras, ratios):
-            trusted = ratio is None or 1.0 / band <= ratio <= band
-            if ratio is not None:
-                stats.camera_kd_ratio[view.name] = ratio
-            if not trusted:
-                stats.cameras_untrusted.append(view.name)
-                self._event(stats, "camera_untrusted")
-            keep.append(trusted)
-        return targets if all(keep) else targets.only(keep)
-
     def _judge(self, check: SourceCheck, step: StepResult, stats: FrameStats) -> bool:
         """The harm guard's verdict on the weights the frame's first step started from
         (rule: core/adapt/guard.py), acted on; True when it rolled them back. A step whose
         objective is not finite is not judged (the check stays due)."""
         times: list[float] = []
         with self.timer.measure(times):
-            share, kl = drift(check.logits, step.logits)
+            d = drift(check.logits, step.logits, self.cfg.source_confidence)
             gain = (check.loss - step.loss).float()
-            share_v, kl_v, gain_v = torch.stack([share, kl, gain]).tolist()
+            share, kl, flip, gain_v = torch.stack([d.share, d.kl, d.sure_flip, gain]).tolist()
         stats.guard_ms += times[0]
         if not math.isfinite(gain_v):
             return False
         stats.guard_checked = True
-        stats.guard_drift, stats.guard_kl, stats.guard_gain = share_v, kl_v, gain_v
+        stats.guard_drift, stats.guard_kl, stats.guard_gain = share, kl, gain_v
+        stats.guard_flip = flip
         self.event_counts["guard_check"] += 1
-        verdict = self.guard.judge(gain_v, share_v, self.last_good)
+        verdict = self.guard.judge(flip, self.last_good)
         if verdict is Verdict.PASSED:
             return False
         self.event_counts["guard_check_failed"] += 1  # counted; the frame's event is an action
@@ -514,7 +469,8 @@ class AdaptationEngine:
         stats.guard_rollback = True
         return True
 
-    def _step(self, pts: torch.Tensor, targets: KdTargets | None, first: bool) -> StepResult:
+    def _step(self, pts: torch.Tensor, targets: KdTargets | None,
+              labels: SourceLabels | None, first: bool) -> StepResult:
         """One gradient step. A non-finite loss or a loss spike discards the step and puts
         back the last good weights (those of the last normal loss; a fresh optimizer state
         drops the momentum that led away from them); a non-finite gradient discards the
@@ -529,7 +485,7 @@ class AdaptationEngine:
             out = self.model(voxelize(clouds, self.model.cfg.voxel_size))
         finally:
             set_bn_prior(self.model, None)
-        loss, parts = adaptation_loss(cfg, out.logits, out.feat2d, n, targets)
+        loss, parts = adaptation_loss(cfg, out.logits, out.feat2d, n, targets, labels)
         logits = out.logits.detach()
         logits = (logits[:n] + logits[n:]) / 2 if len(clouds) == 2 else logits
         self.optimizer.zero_grad(set_to_none=True)

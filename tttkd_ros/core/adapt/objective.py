@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..config import AdaptConfig
 from ..frame import CameraView
@@ -38,6 +39,18 @@ class KdTargets:
                          tuple(c if k else 0 for c, k in zip(self.counts, keep)))
 
 
+@dataclass
+class SourceLabels:
+    """The source model's sure labels on this frame (guard.sure_labels): index (M,) into the
+    model's points and their labels (M,)."""
+
+    index: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.index.numel())
+
+
 def uses_kd(mode: str) -> bool:
     return mode in ("kd", "kd+ocl")
 
@@ -63,9 +76,10 @@ def teacher_targets(teacher, xyz: torch.Tensor, cameras: list[CameraView]) -> Kd
 
 def adaptation_loss(
     cfg: AdaptConfig, logits: torch.Tensor, feat2d: torch.Tensor, n_points: int,
-    targets: KdTargets | None,
+    targets: KdTargets | None, source: SourceLabels | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """logits (V*N, C) and feat2d (V*N, D) for V = 1 or 2 views of N points.
+    """logits (V*N, C) and feat2d (V*N, D) for V = 1 or 2 views of N points; `source`: the
+    source model's sure labels, for the source consistency term (w_source), in every view.
 
     Returns the weighted loss and its parts as floats (for ~/stats).
     """
@@ -84,6 +98,11 @@ def adaptation_loss(
     if cfg.mode == "tent":
         parts["entropy"] = entropy_loss(logits[:n_points])
         total = total + parts["entropy"]
+    if cfg.w_source > 0 and source is not None and len(source) > 0:
+        views = len(logits) // n_points  # point i of view v is row v * N + i
+        rows = torch.cat([source.index + v * n_points for v in range(views)])
+        parts["source"] = F.cross_entropy(logits[rows].float(), source.labels.repeat(views))
+        total = total + cfg.w_source * parts["source"]
     # one read of the device for all parts, not one per part
     values = torch.stack([v.detach().float() for v in parts.values()]).tolist() if parts else []
     return total, dict(zip(parts, values))

@@ -1,0 +1,93 @@
+"""The source model's pass over a frame, before the frame's adaptation steps.
+
+One forward pass of the frozen source model (guard.SourceReference) serves three users
+(core/adapt/guard.py explains each): the per-camera trust test drops the KD targets of the
+cameras far from the training-time level, the source consistency term gets the source's sure
+labels, and a due harm-guard check gets the source's logits and objective on the fresh frame.
+The engine pays for it from the frame's budget.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..config import AdaptConfig
+from ..frame import Frame, FrameStats
+from ..geometry import mirror_points
+from .guard import SourceReference, camera_kd_ratios, sure_labels
+from .objective import KdTargets, SourceLabels, adaptation_loss, uses_ocl
+
+
+@dataclass
+class SourceCheck:
+    """The source model on a checked frame: view-averaged logits (N, C) and its objective."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor
+
+
+@dataclass
+class SourcePass:
+    """What the pass gives the steps: the KD targets of the trusted cameras, the source's
+    sure labels (None unless w_source > 0) and, when a check is due, its SourceCheck."""
+
+    targets: KdTargets | None
+    labels: SourceLabels | None
+    check: SourceCheck | None
+
+
+def judges_cameras(cfg: AdaptConfig, kd_reference: float | None,
+                   targets: KdTargets | None) -> bool:
+    """Whether the frame's cameras are judged (guard_kd_ratio on, a training-time KD level
+    known, and KD targets to judge)."""
+    return (cfg.guard_kd_ratio > 0 and kd_reference is not None
+            and targets is not None and len(targets) > 0)
+
+
+def needs_source_pass(cfg: AdaptConfig, kd_reference: float | None,
+                      targets: KdTargets | None, judge: bool) -> bool:
+    """Whether this frame needs the source model's pass (`judge`: a guard check is due)."""
+    return judge or cfg.w_source > 0 or judges_cameras(cfg, kd_reference, targets)
+
+
+def source_pass(reference: SourceReference, cfg: AdaptConfig, kd_reference: float | None,
+                pts: torch.Tensor, frame: Frame, targets: KdTargets | None, judge: bool,
+                stats: FrameStats, event: Callable[[str], None]) -> SourcePass:
+    """The source model on this frame (over both OCL views when a check is due, as the step
+    sees them). `event(name)` records an event of the frame (`camera_untrusted`)."""
+    n = len(pts)
+    clouds = [pts, mirror_points(pts)] if judge and uses_ocl(cfg.mode) else [pts]
+    out = reference.forward(clouds, cfg.bn_prior if cfg.bn_prior < 1.0 else None)
+    if judges_cameras(cfg, kd_reference, targets):
+        targets = _trusted(cfg, kd_reference, out.feat2d[:n], targets, frame, stats, event)
+    labels = None
+    if cfg.w_source > 0:
+        labels = SourceLabels(*sure_labels(out.logits[:n], cfg.source_confidence))
+    check = None
+    if judge:
+        loss, _ = adaptation_loss(cfg, out.logits, out.feat2d, n, targets, labels)
+        logits = out.logits
+        logits = (logits[:n] + logits[n:]) / 2 if len(clouds) == 2 else logits
+        check = SourceCheck(logits, loss.detach())
+    return SourcePass(targets, labels, check)
+
+
+def _trusted(cfg: AdaptConfig, kd_reference: float, feat2d: torch.Tensor, targets: KdTargets,
+             frame: Frame, stats: FrameStats, event: Callable[[str], None]) -> KdTargets:
+    """`targets` without the cameras whose KD loss under the source model is outside
+    [1 / guard_kd_ratio, guard_kd_ratio] times the training-time level (event
+    `camera_untrusted` each)."""
+    ratios = camera_kd_ratios(feat2d, targets, kd_reference)
+    band = cfg.guard_kd_ratio
+    keep = []
+    for view, ratio in zip(frame.cameras, ratios):
+        trusted = ratio is None or 1.0 / band <= ratio <= band
+        if ratio is not None:
+            stats.camera_kd_ratio[view.name] = ratio
+        if not trusted:
+            stats.cameras_untrusted.append(view.name)
+            event("camera_untrusted")
+        keep.append(trusted)
+    return targets if all(keep) else targets.only(keep)
