@@ -31,6 +31,7 @@ setup(
         "torch>=2.4",
         "torchvision>=0.19",
         "timm>=1.0",
+        "scipy",  # bootstrap intervals of the benchmark tables
         # spconv wheels are per CUDA family: cu120 exists up to Python 3.11 only.
         "spconv-cu120; python_version < '3.12'",
         "spconv-cu126; python_version >= '3.12'",

@@ -10,6 +10,7 @@ import pytest
 
 from tttkd_ros.tools.bench.adaptation_report import summarize
 from tttkd_ros.tools.bench.adaptation_suite import SharedTeacher, parse_teacher
+from tttkd_ros.tools.bench.intervals import mean_interval, mean_relative_interval, significant
 from tttkd_ros.tools.cli import build_parser
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -66,15 +67,17 @@ def test_shared_teacher_computes_each_image_once():
     assert len(calls) == 3
 
 
-def test_summary_relative_change_is_against_none_on_the_same_frames():
-    def run(mode, drive, miou, frames=10, protocol="continual", steps=1):
-        return {"teacher": "t", "protocol": protocol, "steps": steps, "drive": drive,
-                "frames": frames, "mode": mode, "miou": miou}
+def _run(mode, drive, miou, frames=10, protocol="continual", steps=1, seed=20, per_frame=None):
+    return {"teacher": "t", "protocol": protocol, "steps": steps, "drive": drive,
+            "seed": seed, "frames": frames, "mode": mode, "miou": miou,
+            "miou_per_frame": per_frame or [miou] * frames}
 
-    runs = [run("none", "clean", 50.0), run("none", "fog", 20.0), run("none", "dark", 40.0),
-            run("none", "fog", 10.0, frames=4),
-            run("kd", "clean", 49.0), run("kd", "fog", 25.0), run("kd", "dark", 38.0),
-            run("kd", "fog", 12.0, frames=4, protocol="episodic", steps=10)]
+
+def test_summary_relative_change_is_against_none_on_the_same_frames():
+    runs = [_run("none", "clean", 50.0), _run("none", "fog", 20.0), _run("none", "dark", 40.0),
+            _run("none", "fog", 10.0, frames=4),
+            _run("kd", "clean", 49.0), _run("kd", "fog", 25.0), _run("kd", "dark", 38.0),
+            _run("kd", "fog", 12.0, frames=4, protocol="episodic", steps=10)]
     rows = {(s["protocol"], s["mode"]): s for s in summarize(runs)}
     kd = rows[("continual", "kd")]
     assert kd["drives"]["fog"]["relative_pct"] == pytest.approx(25.0)
@@ -87,13 +90,42 @@ def test_summary_relative_change_is_against_none_on_the_same_frames():
     assert episodic["id_delta"] is None
 
 
+def test_cells_are_means_over_seeds_with_paired_intervals_and_noise_is_no_gain():
+    rng = np.random.default_rng(0)
+    scene = rng.uniform(20, 60, size=(2, 12))  # the scene moves both modes alike
+    noise = rng.normal(0.0, 2.0, size=(2, 12))
+    runs = []
+    for k, seed in enumerate((20, 21)):
+        for drive, gain in (("clean", noise[k]), ("fog", 3.0 + 0.1 * noise[k])):
+            runs += [_run("none", drive, float(scene[k].mean()), 12, seed=seed,
+                          per_frame=list(scene[k])),
+                     _run("kd", drive, float((scene[k] + gain).mean()), 12, seed=seed,
+                          per_frame=list(scene[k] + gain))]
+    (kd,) = summarize(runs)
+    fog, clean = kd["drives"]["fog"], kd["drives"]["clean"]
+    assert fog["seeds"] == [20, 21] and fog["none"] == pytest.approx(scene.mean())
+    assert fog["delta"] == pytest.approx(3.0 + 0.1 * noise.mean())
+    lo, hi = fog["delta_interval"]
+    assert 2.5 < lo < fog["delta"] < hi < 3.5 and fog["significant"]  # despite the scene
+    lo, hi = clean["delta_interval"]
+    assert lo < 0 < hi and not clean["significant"]  # pure noise: no gain
+    rel_lo, rel_hi = kd["mean_relative_interval"]
+    assert rel_lo < kd["mean_relative_pct_shifts"] < rel_hi and kd["mean_relative_significant"]
+
+
+def test_an_interval_needs_a_spread_and_two_values():
+    assert mean_interval([1.0]) is None and mean_interval([2.0, 2.0]) == (2.0, 2.0)
+    assert not significant(None) and significant((0.1, 0.5)) and significant((-2, -1))
+    assert mean_relative_interval([[1.0, 2.0], [3.0]], [10.0, 10.0]) is None
+
+
 @pytest.fixture(scope="module")
 def adaptation(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("suite") / "adapt.json"
     result = _suite(out, tiny_checkpoint, "adaptation", "--frames", "2", "--shifts", "fog",
                     "--steps", "1,2", "--modes", "kd,tent,kd+ocl", "--episodic-steps", "2",
                     "--episodic-shifts", "fog,dark", "--episodic-frames", "1",
-                    "--adapt", "kd+ocl.lr=0")
+                    "--adapt", "kd+ocl.lr=0", "--drive-seeds", "20,21")
     result["_md"] = out.with_suffix(".md").read_text()
     return result
 
@@ -110,8 +142,11 @@ def test_adaptation_suite_runs_every_mode_on_every_drive(adaptation: dict):
     assert ("episodic", 2, "clean", "kd") not in cells
     assert ("continual", 1, "dark", "kd") not in cells
     nones = [r for r in runs if r["mode"] == "none"]
-    assert sorted((r["drive"], r["frames"]) for r in nones) == [
-        ("clean", 2), ("dark", 1), ("fog", 1), ("fog", 2)]
+    assert sorted((r["drive"], r["frames"], r["seed"]) for r in nones) == sorted(
+        (d, f, s) for d, f in (("clean", 2), ("dark", 1), ("fog", 1), ("fog", 2))
+        for s in (20, 21))
+    assert all(c["seeds"] == [20, 21] for row in adaptation["summary"]
+               for c in row["drives"].values())
     for r in runs:
         assert r["steps_mean"] == r["steps"]  # the budget never cuts a step
     assert len(adaptation["summary"]) == 3 * 3  # modes x (K=1, K=2, episodic)
@@ -122,12 +157,12 @@ def test_adaptation_suite_runs_every_mode_on_every_drive(adaptation: dict):
 def test_a_mode_that_cannot_move_matches_none_exactly(adaptation: dict):
     """kd+ocl with lr 0 takes its steps but never changes a weight: its predictions, and so
     its mIoU, must equal none's on the same frames, and the table's change is 0."""
-    none = {(r["drive"], r["frames"]): r["miou_per_frame"] for r in adaptation["runs"]
-            if r["mode"] == "none"}
+    none = {(r["drive"], r["frames"], r["seed"]): r["miou_per_frame"]
+            for r in adaptation["runs"] if r["mode"] == "none"}
     frozen = [r for r in adaptation["runs"] if r["mode"] == "kd+ocl"]
     assert frozen
     for r in frozen:
-        assert r["miou_per_frame"] == none[(r["drive"], r["frames"])]
+        assert r["miou_per_frame"] == none[(r["drive"], r["frames"], r["seed"])]
     for row in (s for s in adaptation["summary"] if s["mode"] == "kd+ocl"):
         assert all(c["delta"] == 0.0 for c in row["drives"].values())
     assert "| kd+ocl | " in adaptation["_md"]
@@ -161,6 +196,7 @@ def test_suite_without_teacher_says_what_to_give(tmp_path: Path):
     (("--adapt", "lr=-1"), "invalid adaptation.lr"),
     (("--modes", "kd,magic"), "unknown or no modes ['magic']"),
     (("--world", "lidar_colour=3"), "unknown synthetic-world setting 'lidar_colour'"),
+    (("--drive-seeds", "20,x"), "--drive-seeds '20,x': expected comma-separated integers"),
 ])
 def test_bad_arguments_fail_before_any_run_naming_what_is_wrong(
         tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture, extra, message):

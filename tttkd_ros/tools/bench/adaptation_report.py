@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tttkd_ros.tools.bench.intervals import mean_interval, mean_relative_interval, significant
 from tttkd_ros.tools.report import figure
 
 ID_DRIVE = "clean"  # the in-distribution drive of the tables
@@ -20,35 +21,65 @@ def _key(run: dict) -> tuple:
     return run["teacher"], run["protocol"], run["steps"]
 
 
+def _paired(run: dict, base: dict) -> list[float]:
+    """Per-frame mIoU differences of a run and its `none` run on the same frames."""
+    return [a - b for a, b in zip(run["miou_per_frame"], base["miou_per_frame"])
+            if a is not None and b is not None]
+
+
 def summarize(runs: list[dict]) -> list[dict]:
-    """Per teacher, protocol, steps and adapting mode: mIoU per drive, its change vs `none`
-    (points and percent; no percent where none scored 0), the mean relative change over the
-    shifts, the worst change over the shifts and the ID change."""
-    none = {(r["teacher"], r["drive"], r["frames"]): r["miou"] for r in runs
+    """Per teacher, protocol, steps and adapting mode: per drive the mIoU (mean over the
+    drive seeds), `none`'s, the change (points, percent; no percent where none scored 0) and
+    the 95 % interval of the change from a paired bootstrap over the frames of every seed;
+    over the shifts the mean relative change with its interval, the worst change and the ID
+    change. A change whose interval holds 0 is `significant: False`."""
+    none = {(r["teacher"], r["drive"], r.get("seed"), r["frames"]): r for r in runs
             if r["mode"] == "none"}
-    tables: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    tables: dict[tuple, dict[str, dict[str, list]]] = defaultdict(dict)
     for r in runs:
         if r["mode"] != "none":
-            tables[_key(r)].setdefault(r["mode"], {})[r["drive"]] = r
+            tables[_key(r)].setdefault(r["mode"], {}).setdefault(r["drive"], []).append(r)
     out = []
     for (teacher, protocol, steps), modes in tables.items():
         for mode, drives in modes.items():
-            cells = {}
-            for drive, r in drives.items():
-                base = none[(teacher, drive, r["frames"])]
-                relative = 100.0 * (r["miou"] - base) / base if base > 0 else None
-                cells[drive] = {"miou": r["miou"], "none": base, "delta": r["miou"] - base,
-                                "relative_pct": relative}
-            shifts = [c for d, c in cells.items() if d != ID_DRIVE]
-            relatives = [c["relative_pct"] for c in shifts if c["relative_pct"] is not None]
+            cells, paired = {}, {}
+            for drive, seed_runs in drives.items():
+                bases = [none[(teacher, drive, r.get("seed"), r["frames"])] for r in seed_runs]
+                miou = float(np.mean([r["miou"] for r in seed_runs]))
+                base = float(np.mean([b["miou"] for b in bases]))
+                paired[drive] = [d for r, b in zip(seed_runs, bases) for d in _paired(r, b)]
+                interval = mean_interval(paired[drive])
+                cells[drive] = {
+                    "miou": miou, "none": base, "delta": miou - base,
+                    "relative_pct": 100.0 * (miou - base) / base if base > 0 else None,
+                    "delta_interval": interval, "significant": significant(interval),
+                    "seeds": [r.get("seed") for r in seed_runs]}
+            shifts = [d for d in cells if d != ID_DRIVE]
+            relatives = [cells[d]["relative_pct"] for d in shifts
+                         if cells[d]["relative_pct"] is not None]
+            rel_interval = mean_relative_interval([paired[d] for d in shifts],
+                                                  [cells[d]["none"] for d in shifts])
             out.append({
                 "teacher": teacher, "protocol": protocol, "steps": steps, "mode": mode,
                 "drives": cells,
                 "mean_relative_pct_shifts": float(np.mean(relatives)) if relatives else None,
-                "worst_delta_shifts": min(c["delta"] for c in shifts) if shifts else None,
+                "mean_relative_interval": rel_interval,
+                "mean_relative_significant": significant(rel_interval),
+                "worst_delta_shifts": min(cells[d]["delta"] for d in shifts) if shifts else None,
                 "id_delta": cells[ID_DRIVE]["delta"] if ID_DRIVE in cells else None,
             })
     return out
+
+
+def _interval(ci: tuple[float, float] | None, unit: str = "") -> str:
+    return "" if ci is None else f" [{ci[0]:+.1f}, {ci[1]:+.1f}{unit}]"
+
+
+def _cell(c: dict) -> str:
+    """mIoU (change relative to none, [its interval in points]); `~` marks a change inside
+    its interval's noise."""
+    mark = "" if c["significant"] or c["delta_interval"] is None else " ~"
+    return f"{c['miou']:.1f} ({_pct(c['relative_pct'])}{_interval(c['delta_interval'])}{mark})"
 
 
 def _pct(x: float | None) -> str:
@@ -59,10 +90,13 @@ def adaptation_markdown(result: dict) -> str:
     runs, summary = result["runs"], result["summary"]
     title = (f"# Does adaptation help? ({result['minutes']:.0f} min on "
              f"{result['machine'].get('cpu', 'this machine')})")
-    legend = (f"World {result['world']}, drive seed {result['drive_seed']}; overrides "
-              f"{result['adapt_overrides'] or 'none'}. Cells: mIoU % (change relative to none "
-              "on the same frames). Shifts: mean relative change over the shifts; worst: the "
-              "lowest change in mIoU points over the shifts.")
+    seeds = result.get("drive_seeds") or [result.get("drive_seed")]
+    legend = (f"World {result['world']}, drive seeds {', '.join(map(str, seeds))} (cells are "
+              f"means over them); overrides {result['adapt_overrides'] or 'none'}. Cells: "
+              "mIoU % (change relative to none on the same frames [95 % bootstrap interval "
+              "of the change in points, paired over frames]); `~`: the interval holds 0, no "
+              "change. Shifts: mean relative change over the shifts [its interval]; worst: "
+              "the lowest change in mIoU points over the shifts.")
     lines = [title, "", legend, ""]
     for teacher, spec in result["teachers"].items():
         weights = spec["weights"] or "seeded random DINOv2 weights"
@@ -85,11 +119,11 @@ def adaptation_markdown(result: dict) -> str:
                 lines.append("| none | " + " | ".join(f"{base[d]['none']:.1f}" for d in drives)
                              + " | | |")
                 for s in rows:
-                    cells = [f"{c['miou']:.1f} ({_pct(c['relative_pct'])})"
-                             for c in (s["drives"][d] for d in drives)]
+                    cells = [_cell(s["drives"][d]) for d in drives]
                     worst = s["worst_delta_shifts"]
-                    lines.append(f"| {s['mode']} | " + " | ".join(cells) + f" | "
-                                 f"{_pct(s['mean_relative_pct_shifts'])} | "
+                    mean = (_pct(s["mean_relative_pct_shifts"])
+                            + _interval(s["mean_relative_interval"], " %"))
+                    lines.append(f"| {s['mode']} | " + " | ".join(cells) + f" | {mean} | "
                                  f"{'n/a' if worst is None else f'{worst:+.1f}'} |")
                 lines.append("")
     return "\n".join(lines)
@@ -108,25 +142,30 @@ def stability_markdown(result: dict) -> str:
     the gain shows drift better than the raw mIoU), the resets, and the harm guard's
     rollbacks and camera-frames without distillation."""
     head = ("| teacher | shift | mode | first window | last window | last - first | lowest | "
-            "mean (rel. to none) | gain vs none: first, last | resets | guard rollbacks | "
-            "untrusted camera-frames |")
+            "mean (rel. to none) | gain vs none: mean [95 % interval over windows] | "
+            "gain vs none: first, last | resets | guard rollbacks | untrusted camera-frames |")
     title = (f"# Stability: {result['frames']} frames per shift, windows of "
              f"{result['window']} frames ({result['minutes']:.0f} min)")
-    lines = [title, "", head, "|---" * 12 + "|"]
+    lines = [title, "", head, "|---" * 13 + "|"]
     for teacher, shifts in result["runs"].items():
         for shift, modes in shifts.items():
             base = modes["none"]["window_miou"]
             for mode, r in modes.items():
                 w = r["window_miou"]
                 mean = f"{np.mean(w):.1f}"
-                gain = ""
+                gain = window_gain = ""
                 if mode != "none":
                     mean += f" ({100 * (np.mean(w) - np.mean(base)) / np.mean(base):+.1f} %)"
                     gain = f"{w[0] - base[0]:+.1f}, {w[-1] - base[-1]:+.1f}"
+                    diffs = [a - b for a, b in zip(w, base)]
+                    ci = mean_interval(diffs)
+                    window_gain = (f"{np.mean(diffs):+.1f}{_interval(ci)}"
+                                   + ("" if significant(ci) or ci is None else " ~"))
                 events = r["events"]
                 rollbacks = events.get("guard_rollback", 0) + events.get("guard_source_reset", 0)
                 lines.append(f"| {teacher} | {shift} | {mode} | {w[0]:.1f} | {w[-1]:.1f} | "
-                             f"{w[-1] - w[0]:+.1f} | {min(w):.1f} | {mean} | {gain} | "
+                             f"{w[-1] - w[0]:+.1f} | {min(w):.1f} | {mean} | {window_gain} | "
+                             f"{gain} | "
                              f"{r['resets']} | {rollbacks} | "
                              f"{events.get('camera_untrusted', 0)} |")
     return "\n".join(lines)

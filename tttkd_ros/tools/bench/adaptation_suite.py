@@ -90,7 +90,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"suite's {', '.join(VARIANTS)}")
     g.add_argument("--frames", type=int, default=0,
                    help="frames per drive (default: 12 adaptation, 500 stability)")
-    g.add_argument("--drive-seed", type=int, default=20, help="seed of every reported drive")
+    g.add_argument("--drive-seeds", default="20",
+                   help="seeds of the reported drives, comma-separated: the adaptation table's "
+                        "cells are means over them (with paired bootstrap intervals); the "
+                        "stability suite drives the first")
     g.add_argument("--steps", default="1,2,5", help="continual steps per frame, comma-separated")
     g.add_argument("--episodic-steps", type=int, default=10, help="0 = no episodic runs")
     g.add_argument("--episodic-shifts", default="intensity,fog",
@@ -173,14 +176,18 @@ def render_drive(shift: str, frames: int, seed: int, world: dict) -> list[Labele
             for f in generate_drive(shift, frames, seed, **world)]
 
 
-def _entry(teacher: str, protocol: str, steps: int, drive: str, frames: int, mode: str,
-           e: dict) -> dict:
-    """One run's record; `none` is recorded with 0 steps and serves every table whose drive
-    and frame count it shares."""
+def _entry(teacher: str, protocol: str, steps: int, drive: str, seed: int, frames: int,
+           mode: str, e: dict) -> dict:
+    """One run's record; `none` is recorded with 0 steps and serves every table whose drive,
+    seed and frame count it shares."""
     keep = ("miou", "iou", "latency_ms", "steps_mean", "miou_per_frame", "guard")
     return {"teacher": teacher, "protocol": "-" if mode == "none" else protocol,
-            "steps": 0 if mode == "none" else steps, "drive": drive, "frames": frames,
-            "mode": mode, **{k: e[k] for k in keep}}
+            "steps": 0 if mode == "none" else steps, "drive": drive, "seed": seed,
+            "frames": frames, "mode": mode, **{k: e[k] for k in keep}}
+
+
+def seeds(args: argparse.Namespace) -> list[int]:
+    return [int(s) for s in names(args.drive_seeds)]
 
 
 def run_adaptation(args: argparse.Namespace, teachers: dict, world: dict, device,
@@ -197,9 +204,9 @@ def run_adaptation(args: argparse.Namespace, teachers: dict, world: dict, device
     runs = []
     for label, spec in teachers.items():
         tcfg, dino = load_teacher(spec, device)
-        for drive in dict.fromkeys(drives + episodic):
+        for drive, seed in ((d, s) for d in dict.fromkeys(drives + episodic) for s in seeds(args)):
             longest = max(count for _, _, plan_drives, count in plans if drive in plan_drives)
-            data = render_drive(drive, longest, args.drive_seed, world)
+            data = render_drive(drive, longest, seed, world)
             dino.clear()
             baselines: set[int] = set()  # frame counts that have their `none` run
             for protocol, steps, plan_drives, count in plans:
@@ -212,9 +219,9 @@ def run_adaptation(args: argparse.Namespace, teachers: dict, world: dict, device
                                                     "budget_ms": UNLIMITED_MS}, per_mode)
                 result = evaluate(data[:count], spec["checkpoint"], configs, tcfg, device,
                                   progress=not args.no_progress, dino=dino)
-                runs += [_entry(label, protocol, steps, drive, count, m, e)
+                runs += [_entry(label, protocol, steps, drive, seed, count, m, e)
                          for m, e in result["modes"].items()]
-                tqdm.write(f"{label} {protocol} K={steps} {drive}: " + ", ".join(
+                tqdm.write(f"{label} {protocol} K={steps} {drive} seed {seed}: " + ", ".join(
                     f"{m} {e['miou']:.1f}" for m, e in result["modes"].items()))
     return runs
 
@@ -239,7 +246,7 @@ def run_stability(args: argparse.Namespace, teachers: dict, world: dict, device,
             lut = label_lut(class_names)
             windows = {m: [] for m in engines}
             current = {m: ConfusionMatrix(len(class_names)) for m in engines}
-            drive = generate_drive(shift, frames, args.drive_seed, **world)
+            drive = generate_drive(shift, frames, seeds(args)[0], **world)
             for index, synth in enumerate(tqdm(drive, total=frames, unit="frame",
                                                desc=f"{label} {shift}",
                                                disable=args.no_progress)):
@@ -266,6 +273,12 @@ def _parse(args: argparse.Namespace) -> tuple[dict, dict, tuple[dict, dict]]:
     teachers = dict(parse_teacher(t) for t in args.teachers)
     world = parse_world_overrides(args.world) if args.world else dict(BENCH_WORLD)
     get_shift(ID_DRIVE, **world)  # an unknown world setting fails here
+    try:
+        if not seeds(args):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"--drive-seeds {args.drive_seeds!r}: expected comma-separated "
+                         "integers") from None
     unknown = {*names(args.shifts), *names(args.episodic_shifts)} - set(list_shifts())
     if unknown:
         raise ValueError(f"unknown shifts {sorted(unknown)}; choose from "
@@ -288,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     t0 = time.monotonic()
     result: dict[str, Any] = {
-        "suite": args.suite, "world": world, "drive_seed": args.drive_seed,
+        "suite": args.suite, "world": world, "drive_seeds": seeds(args),
         "adapt_overrides": args.adapt, "teachers": teachers, "machine": machine_info(device),
     }
     if args.suite == "adaptation":
