@@ -118,5 +118,5 @@ def test_the_training_guide_runs_on_a_folder_of_its_layout(tmp_path: Path) -> No
         done = subprocess.run(["bash", "-c", "\n".join([*lines[:2], small])], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=900, check=False)
         assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-    for name in ("skitti.ckpt", "skitti_4gpu.ckpt", "eval_08.json"):
+    for name in ("skitti.ckpt", "skitti_4gpu.ckpt", "eval_08.json", "paired.ckpt"):
         assert (tmp_path / name).is_file(), name

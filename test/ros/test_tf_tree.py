@@ -17,6 +17,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from tttkd_ros.data.drive import generate_drive
 from tttkd_ros.ros.bag import BagError, read_bag_frames, write_drive_bag
+from tttkd_ros.ros.extrinsics import extrinsic_matrix
 from tttkd_ros.ros.tf_tree import TfLookupError, TfTree
 
 NS = 1_000_000_000
@@ -340,3 +341,22 @@ def test_bag_without_any_tf_needs_given_extrinsics(drive, tmp_path: Path):
     read = list(read_bag_frames(bag, extrinsics={"camera": T}))
     assert len(read) == len(drive)
     np.testing.assert_array_equal(read[0].frame.cameras[0].T_cam_lidar, T)
+
+
+def test_the_readme_tf2_echo_example_gives_the_camera_extrinsic():
+    """README, Troubleshooting: `tf2_echo camera_optical_frame velodyne` (tf2_echo passes its
+    first argument as lookup_transform's target) on a robot whose camera sits 0.3 m ahead of
+    and 0.1 m below the LiDAR prints what CAM.xyz / CAM.quat take; a point at the LiDAR's
+    height 10 m ahead lands 0.1 m above the optical axis (y down), 9.7 m in front."""
+    tree = _tree(_tf("base_link", "velodyne", _pose((0.0, 0.0, 1.8))),
+                 _tf("base_link", "camera_link", _pose((0.3, 0.0, 1.7))),
+                 _tf("camera_link", "camera_optical_frame",
+                     (None, (0.0, 0.0, 0.0), OPTICAL_QUAT)))
+    xyz, quat = [0.0, -0.1, -0.3], [0.5, -0.5, 0.5, 0.5]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "tf2_echo camera_optical_frame velodyne" in readme
+    assert f"camera.xyz: {xyz}" in readme and f"camera.quat: {quat}" in readme
+
+    T = tree.lookup("camera_optical_frame", "velodyne", 0)
+    np.testing.assert_allclose(T, extrinsic_matrix(xyz, quat), atol=1e-12)
+    np.testing.assert_allclose(T @ [10.0, 0.0, 0.0, 1.0], [0.0, -0.1, 9.7, 1.0], atol=1e-12)
