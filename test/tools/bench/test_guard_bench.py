@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tttkd_ros.core.config import AdaptConfig
-from tttkd_ros.tools.bench.adaptation_suite import VARIANTS, suite_configs
+from tttkd_ros.tools.bench.adaptation_suite import VARIANTS, parse_variants, suite_configs
 from tttkd_ros.tools.cli import build_parser
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -27,14 +27,28 @@ def test_rdumb_is_the_shipped_objective_reset_every_100_frames_without_the_guard
                             {"max_steps": 2}, {"kd+ocl": {"lr": 0.5}})
     shipped, rdumb, unguarded = configs["kd+ocl"], configs["rdumb"], configs["kd+ocl-unguarded"]
     assert shipped.guard_every == AdaptConfig().guard_every > 0 and shipped.reset_every == 0
-    assert (rdumb.mode, rdumb.reset_every, rdumb.guard_every, rdumb.guard_kd_ratio) == (
-        "kd+ocl", 100, 0, 0.0)
-    assert (unguarded.reset_every, unguarded.guard_every, unguarded.guard_kd_ratio) == (0, 0, 0.0)
+    assert (rdumb.mode, rdumb.reset_every, rdumb.guard_every, rdumb.guard_kd_ratio,
+            rdumb.w_source) == ("kd+ocl", 100, 0, 0.0, 0.0)
+    assert (unguarded.reset_every, unguarded.guard_every, unguarded.guard_kd_ratio,
+            unguarded.w_source) == (0, 0, 0.0, 0.0)
     for cfg in (shipped, rdumb, unguarded):  # what --adapt sets reaches the variants too
         assert cfg.max_steps == 2 and cfg.lr == 0.5
     assert set(VARIANTS) == {"rdumb", "kd+ocl-unguarded"}
     with pytest.raises(ValueError, match=r"unknown or no modes \['magic'\]"):
         suite_configs(["kd", "magic"], {}, {})
+
+
+def test_variants_are_modes_with_settings_over_them_side_by_side() -> None:
+    variants = parse_variants(["ws1=kd+ocl:w_source=1:lr=0.003", "slow=rdumb:reset_every=50"])
+    configs = suite_configs(["kd+ocl", "ws1", "slow"], {"max_steps": 2}, {}, variants)
+    assert (configs["ws1"].mode, configs["ws1"].w_source, configs["ws1"].lr) == (
+        "kd+ocl", 1.0, 0.003)
+    assert configs["kd+ocl"].w_source == AdaptConfig().w_source
+    assert (configs["slow"].reset_every, configs["slow"].guard_every) == (50, 0)
+    assert configs["ws1"].max_steps == configs["slow"].max_steps == 2
+    for bad in ("ws1", "kd=kd", "x=magic", "x=kd:rate=1"):
+        with pytest.raises(ValueError, match="--variant"):
+            parse_variants([bad])
 
 
 def test_stability_suite_runs_rdumb_and_tables_the_guard(tiny_checkpoint: Path,

@@ -62,7 +62,7 @@ BENCH_WORLD = {"lidar_azimuth_res_deg": 1.44, "image_scale": 0.5}
 # one shift of each kind: sensor, calibration, weather, scene, camera
 DEFAULT_SHIFTS = ("beams32", "intensity", "fog", "town", "dark")
 UNLIMITED_MS = 1e9
-_UNGUARDED = {"guard_every": 0, "guard_kd_ratio": 0.0}
+_UNGUARDED = {"guard_every": 0, "guard_kd_ratio": 0.0, "w_source": 0.0}  # no source in the loop
 # Suite modes built on an engine mode: name -> (that mode, the settings that define it, put
 # over everything --adapt sets; `--adapt MODE.FIELD=...` of the engine mode reaches them too).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -104,6 +104,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"synthetic-world setting (default {BENCH_WORLD})")
     g.add_argument("--adapt", action="append", default=[], metavar="[MODE.]FIELD=VALUE",
                    help="AdaptConfig override for every mode or one (as tttkd eval --set)")
+    g.add_argument("--variant", action="append", default=[], dest="variants",
+                   metavar="NAME=MODE[:FIELD=VALUE...]",
+                   help="one more suite mode for --modes: an engine or suite mode with these "
+                        "settings over it, e.g. ws1=kd+ocl:w_source=1 (several settings of "
+                        "one mode side by side on the same frames)")
 
 
 def names(text: str) -> list[str]:
@@ -116,18 +121,36 @@ def adapting_modes(args: argparse.Namespace) -> list[str]:
     return [m for m in names(args.modes) if m != "none"]
 
 
-def suite_configs(modes: list[str], common: dict[str, Any], per_mode: dict[str, dict]
+def parse_variants(items: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """--variant 'NAME=MODE[:FIELD=VALUE...]' items -> {name: (engine mode, settings)}; a
+    variant of a suite mode takes that mode's settings first. ValueError naming a bad one."""
+    variants: dict[str, tuple[str, dict[str, Any]]] = {}
+    for item in items:
+        name, sep, rest = item.partition("=")
+        mode, *settings = rest.split(":")
+        taken = name in MODES or name in VARIANTS or name in variants
+        if not sep or not name or taken or (mode not in MODES and mode not in VARIANTS):
+            raise ValueError(f"--variant {item!r}: expected NAME=MODE[:FIELD=VALUE...] with a "
+                             f"new NAME and MODE in {', '.join([*MODES, *VARIANTS])}")
+        base, extra = VARIANTS.get(mode, (mode, {}))
+        variants[name] = (base, {**extra, **parse_set(settings, f"--variant {name}")[0]})
+    return variants
+
+
+def suite_configs(modes: list[str], common: dict[str, Any], per_mode: dict[str, dict],
+                  variants: dict[str, tuple[str, dict[str, Any]]] | None = None
                   ) -> dict[str, AdaptConfig]:
     """An AdaptConfig per suite mode, in order: an engine mode's as `mode_configs` makes it,
-    a variant's as its engine mode's with the variant's settings over it. Raises ValueError
-    for an unknown mode or setting."""
-    unknown = [m for m in modes if m not in MODES and m not in VARIANTS]
+    a variant's (VARIANTS, then `variants`) as its engine mode's with the variant's settings
+    over it. Raises ValueError for an unknown mode or setting."""
+    known = {**VARIANTS, **(variants or {})}
+    unknown = [m for m in modes if m not in MODES and m not in known]
     if unknown or not modes:
         raise ValueError(f"unknown or no modes {unknown}; choose from "
-                         f"{', '.join([*MODES, *VARIANTS])}")
-    bases = list(dict.fromkeys(VARIANTS[m][0] if m in VARIANTS else m for m in modes))
+                         f"{', '.join([*MODES, *known])}")
+    bases = list(dict.fromkeys(known[m][0] if m in known else m for m in modes))
     configs = mode_configs(bases, common, per_mode)
-    return {m: replace(configs[VARIANTS[m][0]], **VARIANTS[m][1]) if m in VARIANTS
+    return {m: replace(configs[known[m][0]], **known[m][1]) if m in known
             else configs[m] for m in modes}
 
 
@@ -191,7 +214,7 @@ def seeds(args: argparse.Namespace) -> list[int]:
 
 
 def run_adaptation(args: argparse.Namespace, teachers: dict, world: dict, device,
-                   overrides: tuple[dict, dict]) -> list[dict]:
+                   overrides: tuple[dict, dict, dict]) -> list[dict]:
     """Every (teacher, protocol, steps, drive, mode) run; `none` once per teacher, drive and
     frame count. An episodic drive need not be among the continual ones."""
     modes = adapting_modes(args)
@@ -200,7 +223,7 @@ def run_adaptation(args: argparse.Namespace, teachers: dict, world: dict, device
     frames = args.frames or 12
     plans = [("continual", int(k), drives, frames) for k in names(args.steps)]
     plans += [("episodic", args.episodic_steps, episodic, args.episodic_frames)] if episodic else []
-    common, per_mode = overrides
+    common, per_mode, variants = overrides
     runs = []
     for label, spec in teachers.items():
         tcfg, dino = load_teacher(spec, device)
@@ -216,7 +239,8 @@ def run_adaptation(args: argparse.Namespace, teachers: dict, world: dict, device
                 baselines.add(count)
                 configs = suite_configs(run_modes, {**common, "protocol": protocol,
                                                     "max_steps": steps,
-                                                    "budget_ms": UNLIMITED_MS}, per_mode)
+                                                    "budget_ms": UNLIMITED_MS}, per_mode,
+                                        variants)
                 result = evaluate(data[:count], spec["checkpoint"], configs, tcfg, device,
                                   progress=not args.no_progress, dino=dino)
                 runs += [_entry(label, protocol, steps, drive, seed, count, m, e)
@@ -227,12 +251,12 @@ def run_adaptation(args: argparse.Namespace, teachers: dict, world: dict, device
 
 
 def run_stability(args: argparse.Namespace, teachers: dict, world: dict, device,
-                  overrides: tuple[dict, dict]) -> dict:
+                  overrides: tuple[dict, dict, dict]) -> dict:
     """Per teacher, shift and mode: mIoU per window of a long continual drive."""
     modes = ["none", *adapting_modes(args)]
-    common, per_mode = overrides
+    common, per_mode, variants = overrides
     configs = suite_configs(modes, {**common, "protocol": "continual",
-                                    "budget_ms": UNLIMITED_MS}, per_mode)
+                                    "budget_ms": UNLIMITED_MS}, per_mode, variants)
     frames = args.frames or 500
     out: dict[str, dict] = {}
     for label, spec in teachers.items():
@@ -267,7 +291,7 @@ def run_stability(args: argparse.Namespace, teachers: dict, world: dict, device,
             "configs": {m: asdict(c) for m, c in configs.items()}, "runs": out}
 
 
-def _parse(args: argparse.Namespace) -> tuple[dict, dict, tuple[dict, dict]]:
+def _parse(args: argparse.Namespace) -> tuple[dict, dict, tuple[dict, dict, dict]]:
     """(teachers, world, adaptation overrides) from the arguments; raises ValueError /
     TypeError / FileNotFoundError naming a bad teacher, shift, mode or setting."""
     teachers = dict(parse_teacher(t) for t in args.teachers)
@@ -283,7 +307,7 @@ def _parse(args: argparse.Namespace) -> tuple[dict, dict, tuple[dict, dict]]:
     if unknown:
         raise ValueError(f"unknown shifts {sorted(unknown)}; choose from "
                          f"{', '.join(list_shifts())}")
-    overrides = parse_set(args.adapt, "--adapt")
+    overrides = (*parse_set(args.adapt, "--adapt"), parse_variants(args.variants))
     suite_configs(["none", *adapting_modes(args)], *overrides)
     return teachers, world, overrides
 
@@ -302,7 +326,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     result: dict[str, Any] = {
         "suite": args.suite, "world": world, "drive_seeds": seeds(args),
-        "adapt_overrides": args.adapt, "teachers": teachers, "machine": machine_info(device),
+        "adapt_overrides": args.adapt, "variants": args.variants, "teachers": teachers,
+        "machine": machine_info(device),
     }
     if args.suite == "adaptation":
         result["runs"] = run_adaptation(args, teachers, world, device, overrides)
