@@ -57,11 +57,16 @@ def test_stability_suite_runs_rdumb_and_tables_the_guard(tiny_checkpoint: Path,
     world = [a for kv in TINY for a in ("--world", kv)]
     args = _bench("--suite", "stability", "--json", str(out), "--teacher",
                   f"rnd={tiny_checkpoint},,56", "--device", "cpu", "--no-progress", *world,
-                  "--frames", "2", "--window", "2", "--shifts", "fog", "--modes", "rdumb")
+                  "--frames", "2", "--window", "2", "--shifts", "fog", "--modes",
+                  "rdumb,checked", "--variant", "checked=kd+ocl:guard_every=1")
     assert args.func(args) == 0
     result = json.loads(out.read_text())
     assert result["configs"]["rdumb"]["reset_every"] == 100
-    assert set(result["runs"]["rnd"]["fog"]) == {"none", "rdumb"}
+    runs = result["runs"]["rnd"]["fog"]
+    assert set(runs) == {"none", "rdumb", "checked"}
+    assert runs["none"]["guard_flips"] == runs["rdumb"]["guard_flips"] == []  # no guard
+    assert len(runs["checked"]["guard_flips"]) == 2  # every frame judged
+    assert all(0.0 <= f <= 1.0 for f in runs["checked"]["guard_flips"])
     md = (tmp_path / "stab.md").read_text()
     assert "guard rollbacks | untrusted camera-frames |" in md
     assert "| rnd | fog | rdumb |" in md

@@ -269,6 +269,7 @@ def run_stability(args: argparse.Namespace, teachers: dict, world: dict, device,
                 engines[mode], class_names = loaded.engine, loaded.class_names
             lut = label_lut(class_names)
             windows = {m: [] for m in engines}
+            flips: dict[str, list[float]] = {m: [] for m in engines}  # per guard check
             current = {m: ConfusionMatrix(len(class_names)) for m in engines}
             drive = generate_drive(shift, frames, seeds(args)[0], **world)
             for index, synth in enumerate(tqdm(drive, total=frames, unit="frame",
@@ -276,7 +277,10 @@ def run_stability(args: argparse.Namespace, teachers: dict, world: dict, device,
                                                disable=args.no_progress)):
                 frame, truth = synth.to_frame(), lut[synth.labels & 0xFFFF]
                 for mode, engine in engines.items():
-                    current[mode].update(truth, engine.process(frame).labels)
+                    pred = engine.process(frame)
+                    current[mode].update(truth, pred.labels)
+                    if pred.stats.guard_checked:
+                        flips[mode].append(pred.stats.guard_flip)
                 dino.clear()
                 if (index + 1) % args.window == 0 or index + 1 == frames:
                     for mode in engines:
@@ -284,7 +288,8 @@ def run_stability(args: argparse.Namespace, teachers: dict, world: dict, device,
                         current[mode] = ConfusionMatrix(len(class_names))
             out.setdefault(label, {})[shift] = {
                 m: {"window_miou": w, "resets": engines[m].resets,
-                    "events": dict(engines[m].event_counts)} for m, w in windows.items()}
+                    "events": dict(engines[m].event_counts), "guard_flips": flips[m]}
+                for m, w in windows.items()}
             tqdm.write(f"{label} {shift}: " + ", ".join(
                 f"{m} first {w[0]:.1f} last {w[-1]:.1f}" for m, w in windows.items()))
     return {"frames": frames, "window": args.window,
