@@ -138,23 +138,23 @@ def test_diagnostics_warn_about_a_random_teacher(adapt, rig) -> None:
 def test_tent_and_ocl_on_the_robot_run_with_their_measured_settings(adapt, rig) -> None:
     """The presets the benchmark measured (core MODE_PRESETS) apply when the mode changes at
     run time, go away with it, and can be switched off."""
-    from tttkd_ros.core.config import MODE_PRESETS
+    from tttkd_ros.core.config import MODE_PRESETS, AdaptConfig
 
     (result,) = rig.set_parameters("tttkd_adapt", {"adaptation.mode": "tent"})
     assert result.successful
     assert rig.wait_until(lambda: adapt.engine.cfg.mode == "tent", 10.0)
     for key, value in MODE_PRESETS["tent"].items():
         assert getattr(adapt.engine.cfg, key) == value
-    assert adapt.get_parameter("adaptation.lr").value == 1e-2  # the parameter is untouched
+    assert adapt.get_parameter("adaptation.lr").value == AdaptConfig().lr  # untouched
     (result,) = rig.set_parameters("tttkd_adapt", {"adaptation.use_mode_presets": False})
     assert result.successful
-    assert rig.wait_until(lambda: adapt.engine.cfg.lr == 1e-2, 10.0)
+    assert rig.wait_until(lambda: adapt.engine.cfg.lr == AdaptConfig().lr, 10.0)
     assert adapt.engine.cfg.params == "backbone" and adapt.engine.cfg.mode == "tent"
     back = rig.set_parameters("tttkd_adapt", {"adaptation.mode": "kd+ocl",
                                               "adaptation.use_mode_presets": True})
     assert all(r.successful for r in back)
     assert rig.wait_until(lambda: adapt.engine.cfg.mode == "kd+ocl", 10.0)
-    assert adapt.engine.cfg.lr == 1e-2 and adapt.engine.cfg.w_ocl == 0.1
+    assert adapt.engine.cfg.lr == AdaptConfig().lr and adapt.engine.cfg.w_ocl == 0.1
 
 
 def test_the_class_map_is_latched_for_consumers(adapt, rig) -> None:
