@@ -14,6 +14,8 @@ from PIL import Image
 from tttkd_ros.core.config import TeacherConfig
 from tttkd_ros.core.frame import MASK_NONE
 from tttkd_ros.core.labels import palette_rgb
+from tttkd_ros.core.model.checkpoint import load_checkpoint
+from tttkd_ros.core.model.teacher import teacher_fingerprint
 from tttkd_ros.data.drive import generate_drive
 from tttkd_ros.ros.bag import POINTS_TOPIC, read_bag_frames, topic_info, write_drive_bag
 from tttkd_ros.ros.extrinsics import extrinsic_matrix
@@ -25,44 +27,61 @@ TINY = {"lidar_beams": 8, "lidar_azimuth_res_deg": 2.0, "image_scale": 0.1}
 
 
 @pytest.mark.dds
-def test_quick_demo_runs_the_node_without_and_with_adaptation(tmp_path: Path, monkeypatch
-                                                              ) -> None:
+def test_quick_demo_runs_the_node_on_both_drives_without_and_with_adaptation(
+        tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "demo"
     assert cli.main(["demo", "--quick", "--out", str(out), "--json", str(tmp_path / "r.json")]
                     ) == 0
     result = json.loads((tmp_path / "r.json").read_text())
 
-    bag = Path(result["config"]["bag"])
-    assert bag.is_relative_to(tmp_path / "cache" / "tttkd_ros")
-    replayed = topic_info(bag)[POINTS_TOPIC].count
-    assert replayed == demo_assets.QUICK_TARGET_FRAMES == result["frames"]
-    assert set(result["modes"]) == {"none", "kd+ocl"}
-    for mode, entry in result["modes"].items():
-        assert isinstance(entry["miou"], float) and 0.0 <= entry["miou"] <= 100.0, mode
-        assert entry["outputs"] == replayed  # one ~/labeled_points per replayed frame
-        assert len(entry["miou_per_frame"]) == len(entry["latency_ms_per_frame"]) == replayed
-        assert all(math.isfinite(x) and x > 0 for x in entry["latency_ms_per_frame"])
-    assert result["modes"]["none"]["steps_mean"] == 0.0  # pass 1: adaptation disabled
-    assert result["modes"]["kd+ocl"]["steps_mean"] >= 1.0  # pass 2: it adapted every frame
-    assert result["cached"] == {"checkpoint": False, "bag": False}
-
-    # The node got the bag's camera extrinsic as parameters.
+    lidar, camera = demo_assets.DEFAULT_LIDAR_SHIFT, demo_assets.DEFAULT_CAMERA_SHIFT
+    assert list(result["drives"]) == [lidar, camera]
+    assert [d["changed"] for d in result["drives"].values()] == ["LiDAR", "camera"]
+    assert result["cached"] == {"teacher": False, "checkpoint": False, f"bag_{lidar}": False,
+                                f"bag_{camera}": False}
+    # the node distils from the teacher the demo pretrained, which the checkpoint records
     params = result["config"]["node_parameters"]
-    T = extrinsic_matrix(params["camera.xyz"], params["camera.quat"])
-    first = next(read_bag_frames(bag))
-    np.testing.assert_allclose(T, first.frame.cameras[0].T_cam_lidar, atol=1e-9)
+    teacher = Path(params["teacher.weights"])
+    assert teacher.is_relative_to(tmp_path / "cache" / "tttkd_ros") and teacher.is_file()
+    assert result["teacher"]["steps"] > 0 and result["teacher"]["held_out_patch_accuracy"]
+    tcfg = TeacherConfig(params["teacher.name"], weights=str(teacher),
+                         image_height=params["teacher.image_height"])
+    assert load_checkpoint(result["config"]["checkpoint"], "cpu").teacher["weights"] == (
+        teacher_fingerprint(tcfg))
 
-    # Without adaptation the node's labels are the engine's: same scores as offline.
-    offline = evaluate(load_frames(bag=bag), result["config"]["checkpoint"],
-                       mode_configs(["none"]), TeacherConfig(
-                           params["teacher.name"], image_height=params["teacher.image_height"]),
-                       "cpu", progress=False)["modes"]["none"]
-    assert result["modes"]["none"]["miou_per_frame"] == pytest.approx(offline["miou_per_frame"])
+    for shift, drive in result["drives"].items():
+        bag = Path(drive["bag"])
+        assert bag.is_relative_to(tmp_path / "cache" / "tttkd_ros") and shift in bag.name
+        replayed = topic_info(bag)[POINTS_TOPIC].count
+        assert replayed == demo_assets.QUICK_TARGET_FRAMES == drive["frames"]
+        assert set(drive["modes"]) == {"none", "kd+ocl"}
+        for mode, entry in drive["modes"].items():
+            assert isinstance(entry["miou"], float) and 0.0 <= entry["miou"] <= 100.0, mode
+            assert entry["outputs"] == replayed  # one ~/labeled_points per replayed frame
+            assert len(entry["miou_per_frame"]) == len(entry["latency_ms_per_frame"]) == replayed
+            assert all(math.isfinite(x) and x > 0 for x in entry["latency_ms_per_frame"])
+        assert drive["modes"]["none"]["steps_mean"] == 0.0  # adaptation disabled
+        assert drive["modes"]["kd+ocl"]["steps_mean"] >= 1.0  # it adapted every frame
+        assert drive["gain"] == pytest.approx(drive["modes"]["kd+ocl"]["miou"]
+                                              - drive["modes"]["none"]["miou"])
+
+        # The node got the bag's camera extrinsic as parameters.
+        T = extrinsic_matrix(params["camera.xyz"], params["camera.quat"])
+        first = next(read_bag_frames(bag))
+        np.testing.assert_allclose(T, first.frame.cameras[0].T_cam_lidar, atol=1e-9)
+
+        # Without adaptation the node's labels are the engine's: same scores as offline.
+        offline = evaluate(load_frames(bag=bag), result["config"]["checkpoint"],
+                           mode_configs(["none"]), tcfg, "cpu", progress=False)["modes"]["none"]
+        assert drive["modes"]["none"]["miou_per_frame"] == pytest.approx(
+            offline["miou_per_frame"])
 
     overlays = [Path(p) for p in result["overlays"]]
-    for tag in ("none", "kd_ocl"):
-        assert any(p.name.endswith(f"_{tag}.png") for p in overlays), tag
+    for shift in (lidar, camera):
+        for tag in ("none", "kd_ocl"):
+            assert any(p.name.startswith(f"{shift}_") and p.name.endswith(f"_{tag}.png")
+                       for p in overlays), (shift, tag)
     height, width = first.frame.cameras[0].size
     for path in overlays:
         with Image.open(path) as png:
@@ -102,10 +121,20 @@ def test_cached_entry_builds_once_and_never_leaves_a_partial_entry(tmp_path: Pat
 def test_quick_and_full_settings_use_separate_cache_folders() -> None:
     quick, full = demo_assets.demo_settings(True), demo_assets.demo_settings(False)
     assert quick.source_key() != full.source_key()
-    # the target's shift and length do not retrain the source model
-    other = demo_assets.demo_settings(True, shift="rain", frames=7)
-    assert (other.shift, other.target_frames) == ("rain", 7)
+    # the targets' shifts and length do not retrain the teacher or the source model
+    other = demo_assets.demo_settings(True, lidar_shift="beams32", camera_shift="blur",
+                                      frames=7)
+    assert (other.shifts(), other.target_frames) == (("beams32", "blur"), 7)
     assert other.source_key() == quick.source_key()
+
+
+def test_demo_refuses_one_drive_for_both_roles_before_building_anything(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert cli.main(["demo", "--quick", "--lidar-shift", demo_assets.DEFAULT_CAMERA_SHIFT]) == 2
+    assert "two different drives" in capsys.readouterr().err
+    assert cli.main(["demo", "--quick", "--frames", "0"]) == 2
+    assert not (tmp_path / "cache").exists()
 
 
 def test_bag_frames_publish_cameras_before_the_cloud_with_offset_stamps(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import sys
 
 # subcommand -> (tool module, the line `tttkd --help` shows for it)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("demo", "train a small model, run adapt_node on a shifted drive, show the gain"),
+    "demo": ("demo", "run adapt_node on a LiDAR-shift and a camera-shift drive, adapting or not"),
     "synth": ("synth", "write a synthetic LiDAR + camera drive (SemanticKITTI layout)"),
     "train": ("train", "train the source model on a SemanticKITTI-layout folder"),
     "eval": ("eval", "evaluate adaptation modes on the same frames (JSON, report, plots)"),

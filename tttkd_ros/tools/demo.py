@@ -1,11 +1,12 @@
-"""`tttkd demo`: the whole product on a fresh machine, through the real node over DDS.
+"""`tttkd demo`: what the package is for, on a fresh machine, through the real node over DDS.
 
-Takes the shipped source checkpoint (`--quick`: trains a small one on clean synthetic
-drives) and prepares (or reuses from the cache) a shifted target drive as a rosbag2
-(demo_assets.py), starts `adapt_node` as its own
-process on sim time, replays the bag through it twice in lockstep (replay.py): adaptation
-off, then `~/reset` and adaptation on (kd+ocl). Scores the node's `~/labeled_points`
-against the bag's ground truth and writes the JSON, overlay PNGs and the node's log.
+Prepares (or reuses from the cache, demo_assets.py) a stand-in DINOv2 teacher pretrained on
+the synthetic world, the shipped source model paired with it, and two target drives as
+rosbag2: one whose LiDAR changed (the camera intact) and one whose camera changed. Starts
+`adapt_node` as its own process on sim time and replays each bag through it in lockstep
+(replay.py) twice: adaptation off, then `~/reset` and adaptation on (kd+ocl, the shipped
+settings). Scores the node's `~/labeled_points` against the bags' ground truth and writes
+the JSON, overlay PNGs and the node's log.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,9 @@ LOCKSTEP_SYNC_TIMEOUT_S = 10.0  # the player sends every image: wait for it on a
 # On a small, busy CPU torch's OpenMP pool spin-waits on spconv's many tiny GEMMs; one
 # thread was ~10x faster on this project's 2-core machine (training 98 s -> 9 s).
 CPU_THREADS = 1
+# During a replay the node is the only busy process (the player waits for its outputs), and
+# two threads adapted a frame 18 % faster than one here (1.12 s against 1.37 s per frame).
+NODE_CPU_THREADS = 2
 START_TIMEOUT_S = 300.0  # node imports (torch, timm, spconv), model load and warm-up
 FRAME_TIMEOUT_S = 300.0
 OVERLAY_FRAMES = 3
@@ -58,18 +63,24 @@ class DemoError(RuntimeError):
 
 def register(p: argparse.ArgumentParser) -> None:
     """Fill `tttkd demo`'s parser (tools/cli.py makes it)."""
-    p.description = ("Take the shipped source checkpoint, prepare (or reuse from "
-                     "$XDG_CACHE_HOME/tttkd_ros) a shifted target rosbag2, run the real adapt_node on it over DDS without "
-                     "and with adaptation, and report mIoU, latency and steps per frame.")
+    p.description = ("Prepare (or reuse from $XDG_CACHE_HOME/tttkd_ros) a stand-in teacher, "
+                     "the shipped source model paired with it and two target rosbag2 drives "
+                     "(the LiDAR changed; the camera changed), run the real adapt_node on "
+                     "each over DDS without and with adaptation, and report mIoU, latency "
+                     "and steps per frame.")
     p.add_argument("--json", type=Path, help="result JSON (default: OUT/demo.json)")
     p.add_argument("--out", type=Path, default=Path("tttkd_demo"),
                    help="folder for the JSON, overlay PNGs and node log (default ./tttkd_demo)")
-    p.add_argument("--frames", type=int, help="target drive length (default: the profile's)")
+    p.add_argument("--frames", type=int, help="length of each target drive (default: the "
+                   "profile's)")
     p.add_argument("--quick", action="store_true",
                    help="reduced demo: few frames and beams, small images, short training")
-    p.add_argument("--shift", choices=list_shifts(), metavar="NAME",
-                   help=f"target domain shift (default {demo_assets.DEFAULT_SHIFT}; see "
-                        "`tttkd synth --list-shifts`)")
+    p.add_argument("--lidar-shift", choices=list_shifts(), metavar="NAME",
+                   help=f"the drive whose LiDAR changed (default "
+                        f"{demo_assets.DEFAULT_LIDAR_SHIFT}; see `tttkd synth --list-shifts`)")
+    p.add_argument("--camera-shift", choices=list_shifts(), metavar="NAME",
+                   help=f"the drive whose camera changed (default "
+                        f"{demo_assets.DEFAULT_CAMERA_SHIFT})")
     p.set_defaults(func=run)
 
 
@@ -77,10 +88,15 @@ def run(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         print("tttkd demo: --frames must be at least 1", file=sys.stderr)
         return 2
+    lidar = args.lidar_shift or demo_assets.DEFAULT_LIDAR_SHIFT
+    if lidar == (args.camera_shift or demo_assets.DEFAULT_CAMERA_SHIFT):
+        print("tttkd demo: --lidar-shift and --camera-shift must name two different drives",
+              file=sys.stderr)
+        return 2
     try:
         demo(args)
     except (DemoError, BagError) as err:
-        print(f"tttkd demo: error: {err}\n(the cached checkpoint and bag are in "
+        print(f"tttkd demo: error: {err}\n(the cached teacher, checkpoint and bags are in "
               f"{demo_assets.cache_root()}; delete it to rebuild them)", file=sys.stderr)
         return 1
     return 0
@@ -139,7 +155,7 @@ class NodeProcess:
 def _node_env(cpu: bool) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if cpu:
-        env.setdefault("OMP_NUM_THREADS", str(CPU_THREADS))
+        env.setdefault("OMP_NUM_THREADS", str(NODE_CPU_THREADS))
     # the child must import this very package, installed or not
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
@@ -173,27 +189,40 @@ class Truth:
             raise DemoError(f"{bag} holds no frames; delete it so that the demo writes it anew")
 
 
-def node_parameters(checkpoint: Path, truth: Truth, settings: demo_assets.DemoSettings,
-                    cpu: bool) -> dict[str, Any]:
-    """adapt_node's parameters for the demo; the extrinsics are the bag's /tf_static."""
-    if not truth.extrinsics:
-        raise DemoError("the target bag has no camera frames; the demo needs its camera "
-                        "topics (delete the bag so that the demo writes it anew)")
+def node_parameters(checkpoint: Path, teacher: Path, extrinsics: dict[str, np.ndarray],
+                    settings: demo_assets.DemoSettings, cpu: bool) -> dict[str, Any]:
+    """adapt_node's parameters for the demo; the extrinsics are the bags' /tf_static."""
+    if not extrinsics:
+        raise DemoError("the target bags have no camera frames; the demo needs their camera "
+                        "topics (delete the bags so that the demo writes them anew)")
     params: dict[str, Any] = {
         "checkpoint": str(checkpoint), "use_sim_time": True,
         "qos.input.reliability": "reliable",  # lockstep: no frame may be lost
         # lockstep: every frame's image comes; on a loaded machine it may come later than
         # the 0.2 s a live camera gets, and a frame gone LiDAR-only would change the table
         "sync.timeout": LOCKSTEP_SYNC_TIMEOUT_S,
-        "teacher.name": settings.teacher, "teacher.image_height": settings.teacher_height,
+        "teacher.name": demo_assets.TEACHER, "teacher.weights": str(teacher),
+        "teacher.image_height": settings.teacher_height,
         "adaptation.mode": ADAPT_MODE,
         "adaptation.budget_ms": BUDGET_MS_CPU if cpu else BUDGET_MS_CUDA,
     }
-    params["cameras"] = list(truth.extrinsics)
-    for cam, T in truth.extrinsics.items():
+    params["cameras"] = list(extrinsics)
+    for cam, T in extrinsics.items():
         params[f"{cam}.xyz"] = [float(v) for v in T[:3, 3]]
         params[f"{cam}.quat"] = [float(v) for v in quaternion_from_matrix(T[:3, :3])]
     return params
+
+
+def shared_extrinsics(truths: dict[str, Truth]) -> dict[str, np.ndarray]:
+    """The cameras of the target drives, which one node serves: they must agree."""
+    first = next(iter(truths.values())).extrinsics
+    for shift, truth in truths.items():
+        same = truth.extrinsics.keys() == first.keys() and all(
+            np.allclose(truth.extrinsics[c], first[c]) for c in first)
+        if not same:
+            raise DemoError(f"the {shift} drive's cameras differ from the first drive's; "
+                            "delete the cached bags so that the demo writes them anew")
+    return first
 
 
 # -- scoring -------------------------------------------------------------------------------
@@ -251,36 +280,39 @@ def _replay(player: Any, node: NodeProcess, bag: Path, truth: Truth, offset_ns: 
                            node.alive, bar.update)
 
 
-def run_passes(bag: Path, truth: Truth, params: dict[str, Any], log_path: Path, cpu: bool,
-               timings: dict[str, float]) -> dict[str, list]:
-    """Start the node, replay the bag without then with adaptation, stop the node."""
+def run_passes(drives: dict[str, tuple[Path, Truth]], params: dict[str, Any], log_path: Path,
+               cpu: bool, timings: dict[str, float]) -> dict[str, dict[str, list]]:
+    """Start the node; replay each drive without, then (after `~/reset`) with adaptation;
+    stop the node. Returns drive -> mode -> the node's outputs."""
     try:
         from tttkd_ros.ros.replay import LockstepPlayer, ReplayError
     except ImportError as err:
         raise DemoError(f"the demo runs the ROS node and needs rclpy ({err}); install the ROS "
                         "2 Python packages: pip install '.[ros]', or source a ROS 2 Jazzy "
                         "install") from err
-    # a second pass must look newer than the first to the node's synchroniser
-    offset = truth.stamps[-1] - truth.stamps[0] + 10 * 1_000_000_000
     # a private namespace: no other ROS graph on this host can feed or read the demo node
     namespace = f"/tttkd_demo_{os.getpid()}"
     node = NodeProcess(params, namespace, log_path, _node_env(cpu))
+    passes: dict[str, dict[str, list]] = {}
     try:
-        player = LockstepPlayer(namespace, cameras=list(truth.extrinsics))
+        player = LockstepPlayer(namespace, cameras=params["cameras"])
         try:
             t0 = time.monotonic()
             print(f"starting adapt_node (log: {log_path}) ...", flush=True)
             player.wait_ready(START_TIMEOUT_S, node.alive)
             timings["node_start_s"] = time.monotonic() - t0
-            passes = {}
-            for mode, enabled, offset_ns in (("none", False, 0), (ADAPT_MODE, True, offset)):
-                t0 = time.monotonic()
-                if enabled:
-                    player.reset()
-                player.enable_adaptation(enabled)
-                desc = f"replay, adaptation {'on (' + mode + ')' if enabled else 'off'}"
-                passes[mode] = _replay(player, node, bag, truth, offset_ns, desc)
-                timings[f"replay_{mode}_s"] = time.monotonic() - t0
+            clock_ns = 0  # every pass must look newer than the last to the synchroniser
+            for shift, (bag, truth) in drives.items():
+                passes[shift] = {}
+                for mode, enabled in (("none", False), (ADAPT_MODE, True)):
+                    t0 = time.monotonic()
+                    offset_ns = clock_ns - truth.stamps[0] if clock_ns else 0
+                    player.reset()  # every pass starts from the source model
+                    player.enable_adaptation(enabled)
+                    desc = f"{shift} drive, adaptation {'on (' + mode + ')' if enabled else 'off'}"
+                    passes[shift][mode] = _replay(player, node, bag, truth, offset_ns, desc)
+                    timings[f"replay_{shift}_{mode}_s"] = time.monotonic() - t0
+                    clock_ns = truth.stamps[-1] + offset_ns + 10 * 1_000_000_000
         finally:
             player.close()
     except ReplayError as err:
@@ -294,8 +326,9 @@ def run_passes(bag: Path, truth: Truth, params: dict[str, Any], log_path: Path, 
     return passes
 
 
-def write_overlays(out_dir: Path, truth: Truth, passes: dict[str, list]) -> list[Path]:
-    """Camera image + predicted mask for the overlay frames of every pass."""
+def write_overlays(out_dir: Path, shift: str, truth: Truth, passes: dict[str, list]
+                   ) -> list[Path]:
+    """Camera image + predicted mask for the overlay frames of every pass of one drive."""
     palette, paths = palette_rgb(), []
     for mode, outputs in passes.items():
         tag = mode.replace("+", "_")
@@ -304,22 +337,37 @@ def write_overlays(out_dir: Path, truth: Truth, passes: dict[str, list]) -> list
             for cam, image in truth.images.get(out.stamp_ns, {}).items():
                 if cam in out.masks:
                     paths.append(write_overlay(
-                        out_dir / "overlays" / f"frame{index:03d}_{cam}_{tag}.png", image,
-                        out.masks[cam], palette))
+                        out_dir / "overlays" / f"{shift}_frame{index:03d}_{cam}_{tag}.png",
+                        image, out.masks[cam], palette))
     return paths
 
 
 def print_table(result: dict) -> None:
-    print(f"\n{'mode':<8} {'mIoU %':>7}  {'latency p50/p99 ms':>19}  "
+    print(f"\n{'drive':<24} {'mode':<8} {'mIoU %':>7}  {'latency p50/p99 ms':>19}  "
           f"{'compute p50/p99 ms':>19}  {'steps/frame':>11}")
-    for mode, e in result["modes"].items():
-        lat, comp = e["latency_ms"], e["compute_ms"]
-        print(f"{mode:<8} {e['miou']:>7.1f}  {lat['p50']:>9.0f} /{lat['p99']:>7.0f}  "
-              f"{comp['p50']:>9.0f} /{comp['p99']:>7.0f}  {e['steps_mean']:>11.2f}")
-    modes = list(result["modes"].values())
-    print(f"adaptation: {modes[1]['miou'] - modes[0]['miou']:+.1f} mIoU points over "
-          f"{result['frames']} frames ({result['config']['shift']} drive)")
+    for shift, drive in result["drives"].items():
+        label = f"{shift} ({drive['changed']} changed)"
+        for mode, e in drive["modes"].items():
+            lat, comp = e["latency_ms"], e["compute_ms"]
+            print(f"{label:<24} {mode:<8} {e['miou']:>7.1f}  {lat['p50']:>9.0f} /"
+                  f"{lat['p99']:>7.0f}  {comp['p50']:>9.0f} /{comp['p99']:>7.0f}  "
+                  f"{e['steps_mean']:>11.2f}")
+            label = ""
+    for shift, drive in result["drives"].items():
+        print(f"adaptation on the {shift} drive ({drive['changed']} changed): "
+              f"{drive['gain']:+.1f} mIoU points over {drive['frames']} frames")
     print(f"({LATENCY_NOTE})")
+
+
+def print_teacher_note(teacher: dict) -> None:
+    accuracy = teacher.get("held_out_patch_accuracy", {})
+    mean = f"{np.mean(list(accuracy.values())):.0f} %" if accuracy else "unknown"
+    print(f"The teacher is a stand-in for Meta's DINOv2 weights, which cannot be downloaded "
+          f"here: a ViT-S/14 trained on the synthetic world's images for "
+          f"{teacher.get('minutes', '?')} min (held-out patch accuracy {mean}). With the real "
+          "weights, pair a checkpoint with them (`tttkd train --init CKPT --teacher-weights "
+          "dinov2_vits14.pth ...`) and start the node with `teacher.weights:=` that file "
+          "(README: DINOv2 weights).")
 
 
 def print_timings(timings: dict[str, float], cached: dict[str, bool], cache: Path) -> None:
@@ -332,46 +380,73 @@ def print_timings(timings: dict[str, float], cached: dict[str, bool], cache: Pat
     print(f"total {timings['total_s']:.0f} s, {kind}; cache: {cache}")
 
 
+def _prepare(settings: demo_assets.DemoSettings, cpu: bool, timings: dict[str, float],
+             cached: dict[str, bool]) -> tuple[Path, Path, dict[str, Path]]:
+    """The teacher, the paired checkpoint and the target bags, built or from the cache."""
+    import torch
+
+    teacher = demo_assets.prepare_teacher(settings)  # dense ViT GEMMs: all threads help
+    threads = torch.get_num_threads()
+    if cpu and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(CPU_THREADS)
+    try:
+        checkpoint = demo_assets.prepare_checkpoint(settings, teacher.path)
+    finally:
+        torch.set_num_threads(threads)
+    built = {"teacher": teacher, "checkpoint": checkpoint}
+    bags = {}
+    for shift in settings.shifts():
+        built[f"bag {shift}"] = bag = demo_assets.prepare_target_bag(settings, shift)
+        bags[shift] = bag.path
+    for name, entry in built.items():
+        timings[f"{name.replace(' ', '_')}_s"] = entry.seconds
+        cached[name.replace(' ', '_')] = entry.cached
+    return teacher.path, checkpoint.path, bags
+
+
 def demo(args: argparse.Namespace) -> dict:
     """Run the demo (see the module doc); returns the result JSON."""
     keep_dds_local()  # before any rclpy context and before the node process inherits it
     import torch  # late: `tttkd --help` should not pay for it
 
     cpu = not torch.cuda.is_available()
-    settings = demo_assets.demo_settings(args.quick, args.shift, args.frames)
+    settings = demo_assets.demo_settings(args.quick, args.lidar_shift, args.camera_shift,
+                                         args.frames)
     cache = demo_assets.cache_root() / settings.source_key()
     timings: dict[str, float] = {}
-    threads = torch.get_num_threads()
-    if cpu and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(CPU_THREADS)
-    try:
-        checkpoint = demo_assets.prepare_checkpoint(settings)
-    finally:
-        torch.set_num_threads(threads)
-    bag = demo_assets.prepare_target_bag(settings)
-    timings["checkpoint_s"], timings["bag_s"] = checkpoint.seconds, bag.seconds
-    cached = {"checkpoint": checkpoint.cached, "bag": bag.cached}
-    truth = Truth(bag.path)
-    params = node_parameters(checkpoint.path, truth, settings, cpu)
+    cached: dict[str, bool] = {}
+    teacher, checkpoint, bags = _prepare(settings, cpu, timings, cached)
+    truths = {shift: Truth(bag) for shift, bag in bags.items()}
+    params = node_parameters(checkpoint, teacher, shared_extrinsics(truths), settings, cpu)
     out_dir = args.out
-    passes = run_passes(bag.path, truth, params, out_dir / "adapt_node.log", cpu, timings)
+    passes = run_passes({s: (bags[s], truths[s]) for s in bags}, params,
+                        out_dir / "adapt_node.log", cpu, timings)
 
-    result = {
-        "frames": len(truth.stamps), "classes": list(CLASS_NAMES),
-        "modes": {mode: score(outputs, truth) for mode, outputs in passes.items()},
-        "latency_note": LATENCY_NOTE,
-        "config": {"shift": settings.shift, "profile": settings.profile,
-                   "bag": str(bag.path), "checkpoint": str(checkpoint.path),
-                   "node_parameters": params, "world": settings.world},
-        "cached": cached,
-    }
-    result["overlays"] = [str(p) for p in write_overlays(out_dir, truth, passes)]
+    changed = dict(zip(settings.shifts(), ("LiDAR", "camera")))
+    result: dict[str, Any] = {"classes": list(CLASS_NAMES), "drives": {},
+                              "latency_note": LATENCY_NOTE, "overlays": []}
+    for shift, modes in passes.items():
+        scores = {mode: score(outputs, truths[shift]) for mode, outputs in modes.items()}
+        result["drives"][shift] = {
+            "changed": changed[shift], "frames": len(truths[shift].stamps),
+            "bag": str(bags[shift]), "modes": scores,
+            "gain": scores[ADAPT_MODE]["miou"] - scores["none"]["miou"]}
+        result["overlays"] += [str(p) for p in write_overlays(out_dir, shift, truths[shift],
+                                                                modes)]
+    teacher_summary = teacher.with_suffix(".json")
+    result["teacher"] = {**(json.loads(teacher_summary.read_text())
+                            if teacher_summary.exists() else {}), "weights": str(teacher)}
+    result["config"] = {"profile": settings.profile, "checkpoint": str(checkpoint),
+                        "node_parameters": params, "world": settings.world,
+                        "settings": asdict(settings)}
+    result["cached"] = cached
     timings["total_s"] = time.monotonic() - _T_LOADED
     result["timings_s"] = timings
     json_path = args.json or out_dir / "demo.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
+    print_teacher_note(result["teacher"])
     print_timings(timings, cached, cache)
     print(f"wrote {json_path}, {len(result['overlays'])} overlays in {out_dir / 'overlays'}, "
           f"node log {out_dir / 'adapt_node.log'}")

@@ -1,13 +1,14 @@
-"""The demo's inputs, built once and cached: the source checkpoint (the shipped one, or for
-the quick profile one trained on clean synthetic drives) and a shifted target drive written
-as a rosbag2.
+"""The demo's inputs, built once and cached: a stand-in teacher (a DINOv2 ViT-S/14
+pretrained on the synthetic world's images), a source checkpoint paired with it, and two
+target drives written as rosbag2 folders, one whose LiDAR changed and one whose camera did.
 
 Cache layout (`$XDG_CACHE_HOME/tttkd_ros`, default `~/.cache/tttkd_ros`):
 
-    demo-<profile>-<hash of the source settings>/
+    demo-<profile>-<hash of the teacher and source settings>/
+        teacher/teacher.pth           the stand-in teacher (+ teacher.json: its accuracy)
         clean_drives/                 SemanticKITTI layout, training and validation drives
-        source/model.pt               the trained checkpoint (+ training leftovers)
-        target-<shift>-<N>f-seed<S>/  the target drive as a rosbag2 (sqlite3)
+        source/model.pt               the source checkpoint paired with that teacher
+        target-<shift>-<N>f-seed<S>/  a target drive as a rosbag2 (sqlite3)
 
 Every entry is built in a temporary sibling folder and renamed into place when complete, so
 a run killed half-way never leaves something that a later run would reuse.
@@ -32,64 +33,74 @@ from tttkd_ros.models import shipped_source
 from tttkd_ros.ros.bag import write_drive_bag
 
 # -- settings (the lead tunes these) ---------------------------------------------------------
-DEFAULT_SHIFT = "fog"
-TRAIN_SEEDS = (0, 1, 2, 3)  # clean training drives, sequences 00..03
+# One drive where the LiDAR changed and the camera is intact, one where the camera changed.
+DEFAULT_LIDAR_SHIFT = "range_noise"  # fog and rain change the camera too
+DEFAULT_CAMERA_SHIFT = "dark"
+TRAIN_SEEDS = tuple(range(8))  # clean training drives, sequences 00..07
 VAL_SEED = 10  # clean validation drive, the sequence after them (picks the best epoch)
-TARGET_SEED = 20  # the target drive is another drive than any training one
+TARGET_SEED = 20  # the target drives are other drives than any training one
 TEACHER = "vit_small_patch14_dinov2"
+TEACHER_HEIGHT = 112  # the shipped model's teacher height (models/__init__.py)
+TEACHER_SEED = 1000  # pretrain-teacher's drive seeds start here: far from the demo's
 STORAGE = "sqlite3"
-# Full demo: the shipped source model on the synthetic HDL-64E at its full resolution
-# (~124k points, as a real one) with half-size images, the world that model was trained in.
-FULL_WORLD = {"image_scale": 0.5}
-FULL_TARGET_FRAMES = 20
-FULL_TEACHER_HEIGHT = 112  # the shipped model's teacher (models/__init__.py)
+# Full demo: the suites' world (tools/bench/adaptation_suite.py BENCH_WORLD), the synthetic
+# HDL-64E at an eighth of its azimuth resolution (~16k points) and half-size images, so that
+# a CPU adapts a frame in about a second.
+FULL_WORLD = {"lidar_azimuth_res_deg": 1.44, "image_scale": 0.5}
+FULL_TARGET_FRAMES = 30
 # Quick demo (test suite): a few hundred points per frame, tiny images, short training.
 QUICK_WORLD = {"lidar_beams": 16, "lidar_azimuth_res_deg": 1.0, "image_scale": 0.2}
 QUICK_TARGET_FRAMES = 4
-QUICK_TRAIN_FRAMES = 6
-QUICK_VAL_FRAMES = 3
-QUICK_EPOCHS = 3
-QUICK_MAX_MINUTES = 1.0
-QUICK_TEACHER_HEIGHT = 56
 
 
 @dataclass(frozen=True)
 class DemoSettings:
     """Everything the cached assets depend on. `world`: synthetic-world overrides applied to
-    the source and the target drives alike (so the only difference is the shift)."""
+    every drive alike (so the only difference between source and target is the shift)."""
 
     profile: str  # "full" or "quick": only names the cache folder
     world: dict[str, Any] = field(default_factory=dict)
-    # "shipped": the package's source model; "train": train one on clean drives (quick)
+    # stand-in teacher: pretrain-teacher's minutes, drives per condition, frames per drive
+    teacher_minutes: float = 3.5
+    teacher_drives: int = 1
+    teacher_frames: int = 8
+    teacher_height: int = TEACHER_HEIGHT
+    # source: "shipped" starts from the package's model (`tttkd train --init`), "scratch"
+    # trains a new one (quick); either way it learns the stand-in teacher's features
     source: str = "shipped"
-    train_frames: int = QUICK_TRAIN_FRAMES
-    val_frames: int = QUICK_VAL_FRAMES
-    epochs: int = QUICK_EPOCHS
-    max_minutes: float = QUICK_MAX_MINUTES
-    teacher: str = TEACHER
-    teacher_height: int = FULL_TEACHER_HEIGHT
-    shift: str = DEFAULT_SHIFT
+    train_frames: int = 6
+    val_frames: int = 6
+    epochs: int = 3
+    lr: float = 1e-3
+    max_minutes: float = 2.0
+    lidar_shift: str = DEFAULT_LIDAR_SHIFT
+    camera_shift: str = DEFAULT_CAMERA_SHIFT
     target_frames: int = FULL_TARGET_FRAMES
     target_seed: int = TARGET_SEED
 
     def source_key(self) -> str:
-        """Short hash of what the checkpoint depends on (not the target's shift or length)."""
-        source = {k: v for k, v in asdict(self).items()
-                  if k not in ("profile", "shift", "target_frames", "target_seed")}
+        """Short hash of what the teacher and the checkpoint depend on (not the targets)."""
+        targets = ("profile", "lidar_shift", "camera_shift", "target_frames", "target_seed")
+        source = {k: v for k, v in asdict(self).items() if k not in targets}
         digest = hashlib.sha1(json.dumps(source, sort_keys=True).encode()).hexdigest()
         return f"demo-{self.profile}-{digest[:10]}"
 
+    def shifts(self) -> tuple[str, str]:
+        return self.lidar_shift, self.camera_shift
 
-def demo_settings(quick: bool, shift: str | None = None, frames: int | None = None
-                  ) -> DemoSettings:
-    """The full or quick profile, with the target's shift and length overridden if given."""
+
+def demo_settings(quick: bool, lidar_shift: str | None = None, camera_shift: str | None = None,
+                  frames: int | None = None) -> DemoSettings:
+    """The full or quick profile, with the targets' shifts and length overridden if given."""
     if quick:
-        base = DemoSettings("quick", dict(QUICK_WORLD), "train", QUICK_TRAIN_FRAMES,
-                            QUICK_VAL_FRAMES, QUICK_EPOCHS, QUICK_MAX_MINUTES, TEACHER,
-                            QUICK_TEACHER_HEIGHT, DEFAULT_SHIFT, QUICK_TARGET_FRAMES)
+        base = DemoSettings("quick", dict(QUICK_WORLD), teacher_minutes=0.1, teacher_drives=1,
+                            teacher_frames=2, teacher_height=56, source="scratch",
+                            train_frames=6, val_frames=3, epochs=3, lr=2e-3, max_minutes=1.0,
+                            target_frames=QUICK_TARGET_FRAMES)
     else:
         base = DemoSettings("full", dict(FULL_WORLD))
-    changes = {k: v for k, v in (("shift", shift), ("target_frames", frames)) if v is not None}
+    changes = {k: v for k, v in (("lidar_shift", lidar_shift), ("camera_shift", camera_shift),
+                                 ("target_frames", frames)) if v is not None}
     return replace(base, **changes)
 
 
@@ -145,6 +156,35 @@ def cached_entry(final: Path, build: Callable[[Path], None]) -> Built:
     return Built(final, False, time.monotonic() - t0)
 
 
+def _run_tool(argv: list[str]) -> None:
+    """A `tttkd` subcommand in this process; a non-zero exit raises."""
+    from tttkd_ros.tools.cli import build_parser  # the CLI imports this module: no cycle
+
+    args = build_parser(argv[0]).parse_args(argv)
+    code = args.func(args)
+    if code:
+        raise RuntimeError(f"`tttkd {' '.join(argv)}` failed with exit code {code}")
+
+
+def _world_flags(world: dict[str, Any]) -> list[str]:
+    return [flag for key, value in world.items() for flag in ("--set", f"{key}={value}")]
+
+
+def prepare_teacher(settings: DemoSettings, root: Path | None = None) -> Built:
+    """The stand-in teacher's weights (`tttkd pretrain-teacher`), trained if not cached."""
+    folder = (root or cache_root()) / settings.source_key()
+
+    def build(tmp: Path) -> None:
+        _run_tool(["pretrain-teacher", "--out", str(tmp / "teacher.pth"), "--model", TEACHER,
+                   "--minutes", str(settings.teacher_minutes),
+                   "--drives", str(settings.teacher_drives),
+                   "--frames", str(settings.teacher_frames), "--held-out-frames", "2",
+                   "--seed", str(TEACHER_SEED), *_world_flags(settings.world)])
+
+    teacher = cached_entry(folder / "teacher", build)
+    return Built(teacher.path / "teacher.pth", teacher.cached, teacher.seconds)
+
+
 def _synth_clean(settings: DemoSettings, root: Path) -> None:
     drives = [(f"{i:02d}", seed, settings.train_frames) for i, seed in enumerate(TRAIN_SEEDS)]
     drives.append((f"{len(TRAIN_SEEDS):02d}", VAL_SEED, settings.val_frames))
@@ -155,48 +195,42 @@ def _synth_clean(settings: DemoSettings, root: Path) -> None:
     write_label_map(root / "semantic-kitti.yaml")
 
 
-def _train(settings: DemoSettings, data: Path, out_dir: Path) -> None:
-    from tttkd_ros.tools.cli import build_parser  # the CLI imports this module: no cycle
-    from tttkd_ros.tools.train import train
-
+def _train(settings: DemoSettings, teacher: Path, data: Path, out_dir: Path) -> None:
     train_seqs = ",".join(f"{i:02d}" for i in range(len(TRAIN_SEEDS)))
-    args = build_parser("train").parse_args([
-        "train", "--data", str(data), "--out", str(out_dir / "model.pt"),
-        "--train-seqs", train_seqs, "--val-seqs", f"{len(TRAIN_SEEDS):02d}",
-        "--backbone", "tiny", "--teacher", settings.teacher,
-        "--teacher-height", str(settings.teacher_height), "--epochs", str(settings.epochs),
-        "--max-minutes", str(settings.max_minutes), "--cache", str(out_dir / "teacher_cache"),
-    ])
-    summary = train(args)
-    (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    start = ["--init", str(shipped_source())] if settings.source == "shipped" else []
+    _run_tool(["train", "--data", str(data), "--out", str(out_dir / "model.pt"), *start,
+               "--train-seqs", train_seqs, "--val-seqs", f"{len(TRAIN_SEEDS):02d}",
+               "--teacher", TEACHER, "--teacher-weights", str(teacher),
+               "--teacher-height", str(settings.teacher_height),
+               "--epochs", str(settings.epochs), "--lr", str(settings.lr),
+               "--max-minutes", str(settings.max_minutes),
+               "--cache", str(out_dir / "teacher_cache")])
 
 
-def prepare_checkpoint(settings: DemoSettings, root: Path | None = None) -> Built:
-    """The source checkpoint: the shipped one, or (`source="train"`) `.../source/model.pt`
-    trained on clean drives if not cached."""
-    if settings.source == "shipped":
-        return Built(shipped_source(), True, 0.0)
+def prepare_checkpoint(settings: DemoSettings, teacher: Path, root: Path | None = None
+                       ) -> Built:
+    """`.../source/model.pt`, trained on clean drives with `teacher` if not cached."""
     folder = (root or cache_root()) / settings.source_key()
 
     def build(tmp: Path) -> None:
         # the drives are cached on their own: a killed training run reuses them
         data = cached_entry(folder / "clean_drives", lambda d: _synth_clean(settings, d))
-        _train(settings, data.path, tmp)
+        _train(settings, teacher, data.path, tmp)
+        shutil.rmtree(tmp / "teacher_cache", ignore_errors=True)  # features of a finished run
 
     source = cached_entry(folder / "source", build)
     return Built(source.path / "model.pt", source.cached, source.seconds)
 
 
-def prepare_target_bag(settings: DemoSettings, root: Path | None = None) -> Built:
-    """The shifted target drive as a rosbag2 folder, written if not cached."""
+def prepare_target_bag(settings: DemoSettings, shift: str, root: Path | None = None) -> Built:
+    """The `shift` target drive as a rosbag2 folder, written if not cached."""
     folder = (root or cache_root()) / settings.source_key()
-    name = f"target-{settings.shift}-{settings.target_frames}f-seed{settings.target_seed}"
+    name = f"target-{shift}-{settings.target_frames}f-seed{settings.target_seed}"
 
     def write(tmp: Path) -> None:
-        frames = generate_drive(settings.shift, frames=settings.target_frames,
+        frames = generate_drive(shift, frames=settings.target_frames,
                                 seed=settings.target_seed, **settings.world)
         write_drive_bag(tmp, tqdm(frames, total=settings.target_frames,
-                                  desc=f"synth {settings.shift} target bag", unit="frame"),
-                        STORAGE)
+                                  desc=f"synth {shift} target bag", unit="frame"), STORAGE)
 
     return cached_entry(folder / name, write)
