@@ -57,6 +57,7 @@ def _parse(*argv: str) -> argparse.Namespace:
 @pytest.mark.parametrize(("extra", "message"), [
     (("--set", "lidar_colour=3"), "unknown synthetic-world setting 'lidar_colour'"),
     (("--minutes", "0"), "must be positive"),
+    (("--steps", "-1"), "--steps at least 0"),
 ])
 def test_bad_arguments_are_named_and_nothing_is_written(
         tmp_path: Path, capsys: pytest.CaptureFixture, extra, message):
@@ -85,3 +86,20 @@ def test_pretrained_weights_load_into_the_teacher(tmp_path: Path):
     trained = torch.load(out, weights_only=True)
     assert torch.equal(teacher.model.state_dict()["pos_embed"], trained["pos_embed"])
     assert teacher.features(np.zeros((37, 124, 3), np.uint8)).shape == (384, 4, 13)
+
+
+def test_a_step_budget_gives_the_same_weights_however_long_the_steps_take(tmp_path: Path):
+    def pretrain(name: str) -> dict:
+        out = tmp_path / name / "teacher.pth"
+        args = _parse("--out", str(out), "--drives", "1", "--frames", "1", "--towns", "1",
+                      "--held-out-frames", "1", "--steps", "3", "--minutes", "0.0001",
+                      "--batch-size", "2", "--set", "lidar_beams=8", "--set", "image_scale=0.1")
+        assert args.func(args) == 0
+        return torch.load(out, weights_only=True)
+
+    torch.set_num_threads(1)
+    first, second = pretrain("a"), pretrain("b")
+    summary = json.loads((tmp_path / "a" / "teacher.json").read_text())
+    assert summary["steps"] == 3  # the step budget, not the (far too short) time budget
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)

@@ -364,7 +364,7 @@ def print_teacher_note(teacher: dict) -> None:
     mean = f"{np.mean(list(accuracy.values())):.0f} %" if accuracy else "unknown"
     print(f"The teacher is a stand-in for Meta's DINOv2 weights, which cannot be downloaded "
           f"here: a ViT-S/14 trained on the synthetic world's images for "
-          f"{teacher.get('minutes', '?')} min (held-out patch accuracy {mean}). With the real "
+          f"{teacher.get('steps', '?')} steps (held-out patch accuracy {mean}). With the real "
           "weights, pair a checkpoint with them (`tttkd train --init CKPT --teacher-weights "
           "dinov2_vits14.pth ...`) and start the node with `teacher.weights:=` that file "
           "(README: DINOv2 weights).")

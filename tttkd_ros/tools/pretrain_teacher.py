@@ -54,6 +54,9 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--held-out-frames", type=int, default=4,
                    help="frames per condition of the held-out drive (accuracy in the JSON)")
     p.add_argument("--minutes", type=float, default=15.0, help="training time")
+    p.add_argument("--steps", type=int, default=0,
+                   help="train exactly this many steps instead of for --minutes: the same "
+                        "weights on a fast or a busy machine (0 = bound by --minutes)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--eval-every", type=float, default=0.0, metavar="MIN",
                    help="measure the held-out patch accuracy every MIN minutes (the JSON's "
@@ -176,9 +179,9 @@ def run(args: argparse.Namespace) -> int:
         world = parse_overrides(args.set)
         get_shift("clean", **world)  # an unknown setting fails before any rendering
         if min(args.minutes, args.drives, args.frames, args.held_out_frames,
-               args.batch_size) <= 0:
+               args.batch_size) <= 0 or args.steps < 0:
             raise ValueError("--minutes, --drives, --frames, --held-out-frames and "
-                             "--batch-size must be positive")
+                             "--batch-size must be positive, --steps at least 0")
     except (ValueError, TypeError) as err:
         print(f"tttkd pretrain-teacher: error: {err}", file=sys.stderr)
         return 2
@@ -197,14 +200,19 @@ def run(args: argparse.Namespace) -> int:
     t0, step, losses = time.monotonic(), 0, []
     curve: list[dict] = []  # held-out accuracy along the run, to see it plateau
     next_eval = args.eval_every * 60.0
-    bar = tqdm(total=math.ceil(budget_s), desc="pretrain teacher", unit="s")
-    while (elapsed := time.monotonic() - t0) < budget_s:
+    bar = (tqdm(total=args.steps, desc="pretrain teacher", unit="step") if args.steps else
+           tqdm(total=math.ceil(budget_s), desc="pretrain teacher", unit="s"))
+    while True:
+        elapsed = time.monotonic() - t0
+        if step >= args.steps if args.steps else elapsed >= budget_s:
+            break
         if args.eval_every and elapsed >= next_eval:
             curve.append(_curve_point(net, held_out, step, elapsed))
             tqdm.write(json.dumps(curve[-1]))
             next_eval += args.eval_every * 60.0
-        for group in opt.param_groups:  # schedule on the share of the time budget used
-            group["lr"] = learning_rate(args.lr, int(1000 * elapsed / budget_s), 1000)
+        done = step / args.steps if args.steps else elapsed / budget_s
+        for group in opt.param_groups:  # schedule on the share of the budget used
+            group["lr"] = learning_rate(args.lr, int(1000 * done), 1000)
         picks = rng.choice(len(train_set), args.batch_size, replace=False)
         x, y = _batch([train_set[i] for i in picks], HEIGHTS[step % len(HEIGHTS)],
                       net.patch, flip=rng.random() < 0.5)
@@ -215,12 +223,13 @@ def run(args: argparse.Namespace) -> int:
         opt.step()
         losses.append(loss.item())
         step += 1
-        bar.update(round(time.monotonic() - t0 - bar.n))
+        bar.update(1 if args.steps else round(time.monotonic() - t0 - bar.n))
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     bar.close()
     torch.save(net.vit.state_dict(), out)
     summary = {
-        "weights": str(out), "model": args.model, "steps": step, "minutes": args.minutes,
+        "weights": str(out), "model": args.model, "steps": step,
+        "minutes": round((time.monotonic() - t0) / 60.0, 2),
         "images": len(train_set), "conditions": list(CONDITIONS), "extra_towns": args.towns,
         "world": world, "loss_first_20": float(np.mean(losses[:20])),
         "loss_last_20": float(np.mean(losses[-20:])),
