@@ -100,6 +100,13 @@ SHIFTS: dict[str, tuple[str, SynthConfig]] = {
 }
 
 
+# The benchmarks' and the demo's world (world overrides for get_shift / generate_drive): the
+# synthetic HDL-64E at an eighth of its azimuth resolution (~16k points) and half-size
+# images, so that a CPU adapts a frame in about a second and a full suite table runs in
+# about an hour on two cores. Source checkpoints for it must be trained on it.
+BENCH_WORLD: dict[str, Any] = {"lidar_azimuth_res_deg": 1.44, "image_scale": 0.5}
+
+
 def list_shifts() -> list[str]:
     """Preset names, `clean` first."""
     return list(SHIFTS)

@@ -88,13 +88,14 @@ def run(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         print("tttkd demo: --frames must be at least 1", file=sys.stderr)
         return 2
-    lidar = args.lidar_shift or demo_assets.DEFAULT_LIDAR_SHIFT
-    if lidar == (args.camera_shift or demo_assets.DEFAULT_CAMERA_SHIFT):
-        print("tttkd demo: --lidar-shift and --camera-shift must name two different drives",
-              file=sys.stderr)
+    try:
+        settings = demo_assets.demo_settings(args.quick, args.lidar_shift, args.camera_shift,
+                                             args.frames)
+    except ValueError as err:
+        print(f"tttkd demo: {err}", file=sys.stderr)
         return 2
     try:
-        demo(args)
+        demo(args, settings)
     except (DemoError, BagError) as err:
         print(f"tttkd demo: error: {err}\n(the cached teacher, checkpoint and bags are in "
               f"{demo_assets.cache_root()}; delete it to rebuild them)", file=sys.stderr)
@@ -404,14 +405,12 @@ def _prepare(settings: demo_assets.DemoSettings, cpu: bool, timings: dict[str, f
     return teacher.path, checkpoint.path, bags
 
 
-def demo(args: argparse.Namespace) -> dict:
-    """Run the demo (see the module doc); returns the result JSON."""
+def demo(args: argparse.Namespace, settings: demo_assets.DemoSettings) -> dict:
+    """Run the demo (see the module doc) on `settings`; returns the result JSON."""
     keep_dds_local()  # before any rclpy context and before the node process inherits it
     import torch  # late: `tttkd --help` should not pay for it
 
     cpu = not torch.cuda.is_available()
-    settings = demo_assets.demo_settings(args.quick, args.lidar_shift, args.camera_shift,
-                                         args.frames)
     cache = demo_assets.cache_root() / settings.source_key()
     timings: dict[str, float] = {}
     cached: dict[str, bool] = {}

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from tttkd_ros.data.drive import generate_drive
 from tttkd_ros.data.kitti import write_label_map, write_sequence
+from tttkd_ros.data.shifts import BENCH_WORLD
 from tttkd_ros.models import shipped_source
 from tttkd_ros.ros.bag import write_drive_bag
 
@@ -43,10 +44,8 @@ TEACHER = "vit_small_patch14_dinov2"
 TEACHER_HEIGHT = 112  # the shipped model's teacher height (models/__init__.py)
 TEACHER_SEED = 1000  # pretrain-teacher's drive seeds start here: far from the demo's
 STORAGE = "sqlite3"
-# Full demo: the suites' world (tools/bench/adaptation_suite.py BENCH_WORLD), the synthetic
-# HDL-64E at an eighth of its azimuth resolution (~16k points) and half-size images, so that
-# a CPU adapts a frame in about a second.
-FULL_WORLD = {"lidar_azimuth_res_deg": 1.44, "image_scale": 0.5}
+# Full demo: the benchmarks' world (data/shifts.py), so a CPU adapts a frame in about a second.
+FULL_WORLD = BENCH_WORLD
 FULL_TARGET_FRAMES = 28  # a cached run (4 replays) within 2 min on a 2-core CPU
 # Quick demo (test suite): a few hundred points per frame, tiny images, short training.
 QUICK_WORLD = {"lidar_beams": 16, "lidar_azimuth_res_deg": 1.0, "image_scale": 0.2}
@@ -92,7 +91,8 @@ class DemoSettings:
 
 def demo_settings(quick: bool, lidar_shift: str | None = None, camera_shift: str | None = None,
                   frames: int | None = None) -> DemoSettings:
-    """The full or quick profile, with the targets' shifts and length overridden if given."""
+    """The full or quick profile, with the targets' shifts and length overridden if given;
+    ValueError when one drive would play both roles."""
     if quick:
         base = DemoSettings("quick", dict(QUICK_WORLD), teacher_steps=2, teacher_drives=1,
                             teacher_frames=2, teacher_height=56, source="scratch",
@@ -102,7 +102,11 @@ def demo_settings(quick: bool, lidar_shift: str | None = None, camera_shift: str
         base = DemoSettings("full", dict(FULL_WORLD))
     changes = {k: v for k, v in (("lidar_shift", lidar_shift), ("camera_shift", camera_shift),
                                  ("target_frames", frames)) if v is not None}
-    return replace(base, **changes)
+    settings = replace(base, **changes)
+    if settings.lidar_shift == settings.camera_shift:
+        raise ValueError(f"--lidar-shift and --camera-shift must name two different drives "
+                         f"(both are {settings.lidar_shift})")
+    return settings
 
 
 def cache_root() -> Path:

@@ -204,13 +204,13 @@ def run(args: argparse.Namespace) -> int:
            tqdm(total=math.ceil(budget_s), desc="pretrain teacher", unit="s"))
     while True:
         elapsed = time.monotonic() - t0
-        if step >= args.steps if args.steps else elapsed >= budget_s:
+        done = step / args.steps if args.steps else elapsed / budget_s  # share of the budget
+        if done >= 1.0:
             break
         if args.eval_every and elapsed >= next_eval:
             curve.append(_curve_point(net, held_out, step, elapsed))
             tqdm.write(json.dumps(curve[-1]))
             next_eval += args.eval_every * 60.0
-        done = step / args.steps if args.steps else elapsed / budget_s
         for group in opt.param_groups:  # schedule on the share of the budget used
             group["lr"] = learning_rate(args.lr, int(1000 * done), 1000)
         picks = rng.choice(len(train_set), args.batch_size, replace=False)

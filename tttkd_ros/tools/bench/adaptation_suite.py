@@ -42,7 +42,7 @@ from tttkd_ros.core.metrics import ConfusionMatrix
 from tttkd_ros.core.model.checkpoint import load_checkpoint
 from tttkd_ros.core.model.teacher import DinoTeacher
 from tttkd_ros.data.drive import generate_drive
-from tttkd_ros.data.shifts import get_shift, list_shifts
+from tttkd_ros.data.shifts import BENCH_WORLD, get_shift, list_shifts
 from tttkd_ros.ros.bag import LabeledFrame
 from tttkd_ros.tools.bench.adaptation_report import (
     ID_DRIVE,
@@ -55,10 +55,6 @@ from tttkd_ros.tools.eval import parse_set
 from tttkd_ros.tools.evaluation import evaluate, label_lut, mode_configs
 from tttkd_ros.tools.synth import parse_overrides as parse_world_overrides
 
-# The world the suites render unless --world says otherwise: the synthetic HDL-64E at an
-# eighth of its azimuth resolution (~16k points) and half-size images, so that a full table
-# runs in about an hour on two CPU cores. Source checkpoints must be trained on this world.
-BENCH_WORLD = {"lidar_azimuth_res_deg": 1.44, "image_scale": 0.5}
 # one shift of each kind: sensor, calibration, weather, scene, camera
 DEFAULT_SHIFTS = ("beams32", "intensity", "fog", "town", "dark")
 UNLIMITED_MS = 1e9
