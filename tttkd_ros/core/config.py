@@ -148,6 +148,12 @@ class AdaptConfig:
     # that frame (too far: noise, glare; too close: the near-constant features of a black
     # image); 0 = trust every camera.
     guard_kd_ratio: float = 2.0
+    # A camera whose image's mean brightness (0..1 of full scale) is under this teaches
+    # nothing on that frame; its teacher features are not even computed. The KD ratio above
+    # cannot tell an under-exposed camera from another scene (both 0.80-0.90, clean
+    # 0.89-1.04 on the validation drives); brightness can (the synthetic dark camera
+    # 0.09-0.10, rain 0.27-0.30, clean 0.36-0.43). 0 = off.
+    guard_min_brightness: float = 0.15
     # Serve an exponential moving average of the adapted weights (CoTTA / EATA style);
     # 0 = serve the raw weights.
     ema_momentum: float = 0.0
@@ -178,6 +184,7 @@ class AdaptConfig:
             "w_source": self.w_source >= 0,
             "guard_restore": self.guard_restore in GUARD_RESTORES,
             "guard_kd_ratio": self.guard_kd_ratio == 0 or self.guard_kd_ratio >= 1,
+            "guard_min_brightness": 0.0 <= self.guard_min_brightness < 1.0,
             "ema_momentum": 0.0 <= self.ema_momentum < 1.0,
             "anchor_weight": self.anchor_weight >= 0, "reset_every": self.reset_every >= 0,
         }

@@ -76,7 +76,8 @@ class FrameStats:
     guard_flip: float | None = None
     guard_rollback: bool = False  # the check rolled the weights back (events say to what)
     # Per camera: its KD loss under the source model over the checkpoint's training level;
-    # the cameras over adaptation.guard_kd_ratio had their KD targets dropped
+    # the cameras outside adaptation.guard_kd_ratio or under guard_min_brightness had their
+    # KD targets dropped
     camera_kd_ratio: dict[str, float] = field(default_factory=dict)
     cameras_untrusted: list[str] = field(default_factory=list)
 

@@ -180,6 +180,10 @@ ADAPTATION: dict[str, Spec] = {
                            "checkpoint reached in training gives no distillation targets on "
                            "that frame; 0 = trust every camera (also when the checkpoint "
                            "records no KD loss).", 0.0, 1000.0, read_only=False),
+    "guard_min_brightness": Spec(_ADAPT.guard_min_brightness, "A camera whose image's mean "
+                                 "brightness (0..1 of full scale) is under this gives no "
+                                 "distillation targets on that frame (an under-exposed, night "
+                                 "or covered camera); 0 = off.", 0.0, 0.999, read_only=False),
     "ema_momentum": Spec(_ADAPT.ema_momentum, "Serve a moving average of the adapted weights "
                          "with this momentum per step; 0 = the adapted weights.", 0.0, 0.9999,
                          read_only=False),

@@ -272,10 +272,14 @@ def two_camera_frame(seed: int) -> Frame:
     return Frame(f.points, [front, black], stamp_ns=f.stamp_ns)
 
 
-def from_trained(trained, kd_reference: float | None, **cfg) -> AdaptationEngine:
-    cfg = {**KD, "lr": 0.05, "restore_prob": 0.0, "guard_every": 0, **cfg}
+def from_trained(trained, kd_reference: float | None, teacher=None, **cfg
+                 ) -> AdaptationEngine:
+    """An engine on the trained model; the KD ratio alone judges the cameras unless `cfg`
+    sets guard_min_brightness (the exposure rule's tests do)."""
+    cfg = {**KD, "lr": 0.05, "restore_prob": 0.0, "guard_every": 0,
+           "guard_min_brightness": 0.0, **cfg}
     return AdaptationEngine(copy.deepcopy(trained[0]), AdaptConfig(budget_ms=1e6, **cfg),
-                            CameraTeacher(), "cpu", kd_reference=kd_reference)
+                            teacher or CameraTeacher(), "cpu", kd_reference=kd_reference)
 
 
 def test_a_black_camera_is_not_distilled_from_while_a_normal_one_is(trained) -> None:
@@ -305,6 +309,47 @@ def test_targets_far_easier_than_in_training_are_not_trusted_either(trained) -> 
     stats = e.process(two_camera_frame(61)).stats
     assert stats.cameras_untrusted == ["front", "black"]
     assert "kd" not in stats.losses and stats.steps == 0  # KD alone: nothing to learn from
+
+
+class CountingTeacher(CameraTeacher):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[float] = []  # the mean of every image it was asked for
+
+    def features(self, image: np.ndarray) -> torch.Tensor:
+        self.images.append(float(image.mean()))
+        return super().features(image)
+
+
+def dim_camera_frame(seed: int, brightness: float) -> Frame:
+    """The front camera and a second one that sees the same, scaled to `brightness`."""
+    f = two_camera_frame(seed)
+    front = f.cameras[0]
+    scaled = front.image.astype(np.float32) * (brightness * 255 / front.image.mean())
+    dim = CameraView("dim", scaled.clip(0, 255).astype(np.uint8), front.K, front.T_cam_lidar)
+    return Frame(f.points, [front, dim], stamp_ns=f.stamp_ns)
+
+
+def test_an_underexposed_camera_teaches_nothing_and_costs_no_teacher_pass(trained) -> None:
+    teacher = CountingTeacher()
+    e = from_trained(trained, trained[1], teacher, guard_min_brightness=0.15)
+    stats = e.process(dim_camera_frame(64, brightness=0.08)).stats
+    assert stats.cameras_untrusted == ["dim"] and stats.events == ["camera_underexposed"]
+    assert "dim" not in stats.camera_kd_ratio and len(teacher.images) == 1
+    assert e.event_counts["camera_underexposed"] == 1
+    # the step is the one the front camera alone gives
+    front_only = from_trained(trained, trained[1], guard_min_brightness=0.15)
+    alone = dim_camera_frame(64, brightness=0.08)
+    alone.cameras = alone.cameras[:1]
+    assert front_only.process(alone).stats.cameras_untrusted == []
+    for a, b in zip(e.params, front_only.params):
+        torch.testing.assert_close(a, b)
+    # bright enough, or the rule off: the second camera is distilled from
+    for floor, brightness in ((0.15, 0.2), (0.0, 0.08)):
+        teacher = CountingTeacher()
+        e = from_trained(trained, trained[1], teacher, guard_min_brightness=floor)
+        assert e.process(dim_camera_frame(64, brightness)).stats.cameras_untrusted == []
+        assert len(teacher.images) == 2
 
 
 def test_the_checkpoints_training_kd_loss_reaches_the_engine(tmp_path) -> None:

@@ -41,7 +41,7 @@ from ..model.segmentation import SegModel, param_groups
 from ..model.voxelize import voxelize
 from .anchor import EmaWeights, anchor_gradient
 from .budget import BudgetPlanner, StepTimer
-from .guard import HarmGuard, SourceReference, Verdict, drift
+from .guard import HarmGuard, SourceReference, Verdict, drift, mean_brightness
 from .objective import (
     KdTargets,
     SourceLabels,
@@ -278,6 +278,16 @@ class AdaptationEngine:
                 self._end_episode()
         return Prediction(labels, confidence, masks, stats)
 
+    def _exposed(self, frame: Frame, stats: FrameStats) -> list[bool]:
+        """Per camera: bright enough to distil from (event `camera_underexposed` else)."""
+        floor = self.cfg.guard_min_brightness
+        exposed = [floor == 0 or mean_brightness(v.image) >= floor for v in frame.cameras]
+        for view, ok in zip(frame.cameras, exposed):
+            if not ok:
+                stats.cameras_untrusted.append(view.name)
+                self._event(stats, "camera_underexposed")
+        return exposed
+
     def _periodic_reset(self, stats: FrameStats) -> None:
         """RDumb: every `reset_every`-th adapted frame starts from the source weights."""
         every = self.cfg.reset_every
@@ -387,7 +397,8 @@ class AdaptationEngine:
             times: list[float] = []
             with self.streams.on(self.streams.teacher, uses=[pts]), \
                     self.timer.measure(times), torch.no_grad():
-                targets = teacher_targets(self.teacher, pts[:, :3], frame.cameras)
+                targets = teacher_targets(self.teacher, pts[:, :3], frame.cameras,
+                                          self._exposed(frame, stats))
             used_here([targets.point_index, targets.features])
             stats.teacher_ms = times[0]
         if not has_signal(cfg, targets):

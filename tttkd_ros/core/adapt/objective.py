@@ -59,19 +59,25 @@ def uses_ocl(mode: str) -> bool:
     return mode in ("ocl", "kd+ocl")
 
 
-def teacher_targets(teacher, xyz: torch.Tensor, cameras: list[CameraView]) -> KdTargets:
-    """xyz: (N, 3) LiDAR-frame points on the teacher's device."""
-    index, feats = [], []
-    for view in cameras:
+def teacher_targets(teacher, xyz: torch.Tensor, cameras: list[CameraView],
+                    use: list[bool] | None = None) -> KdTargets:
+    """xyz: (N, 3) LiDAR-frame points on the teacher's device. A camera whose `use` is False
+    gives no rows (count 0) and costs no teacher pass."""
+    index, feats, counts = [], [], []
+    for k, view in enumerate(cameras):
+        if use is not None and not use[k]:
+            counts.append(0)
+            continue
         grid = teacher.features(view.image)
         proj = project_view(xyz, view)
         visible = proj.visible.nonzero().squeeze(1)
         index.append(visible)
+        counts.append(len(visible))
         feats.append(sample_grid(grid.to(xyz.dtype), proj.uv[visible], view.size))
     if not index:
         return KdTargets(torch.zeros(0, dtype=torch.long, device=xyz.device),
-                         torch.zeros(0, 1, device=xyz.device))
-    return KdTargets(torch.cat(index), torch.cat(feats), tuple(len(i) for i in index))
+                         torch.zeros(0, 1, device=xyz.device), tuple(counts))
+    return KdTargets(torch.cat(index), torch.cat(feats), tuple(counts))
 
 
 def adaptation_loss(

@@ -163,11 +163,12 @@ def stability_markdown(result: dict) -> str:
                                    + ("" if significant(ci) or ci is None else " ~"))
                 events = r["events"]
                 rollbacks = events.get("guard_rollback", 0) + events.get("guard_source_reset", 0)
+                untrusted = events.get("camera_untrusted", 0) + events.get("camera_underexposed", 0)
                 lines.append(f"| {teacher} | {shift} | {mode} | {w[0]:.1f} | {w[-1]:.1f} | "
                              f"{w[-1] - w[0]:+.1f} | {min(w):.1f} | {mean} | {window_gain} | "
                              f"{gain} | "
                              f"{r['resets']} | {rollbacks} | "
-                             f"{events.get('camera_untrusted', 0)} |")
+                             f"{untrusted} |")
     return "\n".join(lines)
 
 
