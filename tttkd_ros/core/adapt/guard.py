@@ -17,8 +17,8 @@ for the same reason):
 - Exposure (`mean_brightness`): a camera under `guard_min_brightness` (night, a covered or
   under-exposed lens) teaches nothing on the frame, before any teacher pass. The KD ratio
   cannot catch it: a dark image's ratio (0.80-0.90 with the demo's teacher) lies among
-  those of other scenes under a clean camera (0.89-1.04), while its brightness (0.09-0.10
-  against 0.27 and more for every other condition) stands apart.
+  those of other scenes under a clean camera (0.89-1.04), while its brightness (0.08-0.10
+  against 0.26 and more for every other condition) stands apart.
 - Source consistency (`sure_labels`): the points the source model labels with a probability
   of at least `source_confidence`. Its confidence is well calibrated on the calibrated world
   (those labels are 96-99 % correct), so they are what adaptation must not change; with
