@@ -159,7 +159,7 @@ class AdaptConfig:
     ema_momentum: float = 0.0
     # L2-SP: anchor_weight * ||theta - theta_source||^2 joins the loss; 0 = off. 1 bounds the
     # long-run drift towards a weak teacher's errors: validation seed 30, 300 frames of range
-    # noise, -1.2 points (last window -4.6) without it, +0.6 (last window +0.9) with it.
+    # noise, +0.4 points (last window -2.8) without it, +0.6 (last window +0.9) with it.
     anchor_weight: float = 1.0
     reset_every: int = 0  # RDumb: back to the source every N adapted frames; 0 = never
 
@@ -200,7 +200,7 @@ class AdaptConfig:
 # unless told otherwise. TENT: entropy minimisation on the batch-norm affine parameters,
 # normalising with the current cloud's statistics (Wang et al., ICLR 2021). OCL alone: its
 # loss at full weight with a smaller step (kd+ocl's 0.1 is OCL as a regulariser of KD).
-# Both run without the source consistency term, as published.
+# Both run without the source consistency term and the anchor, as published.
 MODE_PRESETS: dict[str, dict[str, object]] = {
     "tent": {"params": "backbone_bn", "bn_prior": 0.0, "lr": 3e-4, "w_source": 0.0,
              "anchor_weight": 0.0},
