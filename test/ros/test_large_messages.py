@@ -4,12 +4,15 @@ processes over loopback, both on the package's Fast DDS profile (the node applie
 the driver is given it as its environment, as the README says a driver must be). With Fast
 DDS's default 512 kB shared-memory segment most of these frames are lost (measured, not
 asserted here: it depends on scheduling); with the profile all of them arrive on an idle
-machine and all but one or two on a loaded one."""
+machine and all but one or two on a loaded one. Single warm-up frames first show that the
+node has matched every writer, so frames lost to late discovery on a slow machine (seen in CI:
+the first three images lost) are not counted as lost to the transport."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,7 @@ pytestmark = pytest.mark.dds
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("full_size_driver.py")
 FRAMES = 9
+WARM_UP_FRAMES = 20
 
 
 def received(rig) -> dict[str, int]:
@@ -34,6 +38,37 @@ def received(rig) -> dict[str, int]:
                 return {kv.key.removeprefix("received "): int(kv.value)
                         for kv in status.values if kv.key.startswith("received ")}
     return {}
+
+
+def settled_counts(rig, timeout: float = 30.0) -> dict[str, int]:
+    """Received counts once two diagnostics periods pass without a change."""
+    deadline = time.monotonic() + timeout
+    counts = received(rig)
+    while time.monotonic() < deadline:
+        time.sleep(2.5)  # /diagnostics comes once a second
+        counts, before = received(rig), counts
+        if counts == before:
+            return counts
+    return counts
+
+
+class Driver:
+    """full_size_driver.py in its own process, with the package's Fast DDS profile."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen([sys.executable, str(DRIVER)], env=env, text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE)
+        assert self.process.stdout.readline().strip() == "ready", self.process.stderr.read()
+
+    def publish(self, frames: int) -> None:
+        self.process.stdin.write(f"{frames}\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == "sent", self.process.stderr.read()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
 
 
 def test_full_size_best_effort_frames_arrive(rig, node_params, tmp_path) -> None:
@@ -50,18 +85,27 @@ def test_full_size_best_effort_frames_arrive(rig, node_params, tmp_path) -> None
         assert rig.wait_until(lambda: "ready:" in log_path.read_text() or node.poll() is not None,
                               START_TIMEOUT_S), log_path.read_text()
         assert f"Fast DDS profile: {LARGE_MESSAGE_PROFILE}" in log_path.read_text()
-        driver_env = {**env, **dict.fromkeys(PROFILE_VARIABLES, str(LARGE_MESSAGE_PROFILE))}
-        driver = subprocess.run([sys.executable, str(DRIVER), str(FRAMES)], env=driver_env,
-                                timeout=180, capture_output=True, text=True, check=False)
-        assert driver.returncode == 0, driver.stderr
-        want = {"cloud": FRAMES, "camera/image": FRAMES, "camera/camera_info": FRAMES}
-        rig.wait_until(lambda: received(rig) == want, 60.0)
+        driver = Driver({**env, **dict.fromkeys(PROFILE_VARIABLES, str(LARGE_MESSAGE_PROFILE))})
+        try:
+            topics = ("cloud", "camera/image", "camera/camera_info")
+            for _ in range(WARM_UP_FRAMES):
+                driver.publish(1)
+                if rig.wait_until(lambda: all(received(rig).get(t) for t in topics), 3.0):
+                    break
+            before = settled_counts(rig)
+            assert all(before.get(t) for t in topics), \
+                f"no full frame reached the node in {WARM_UP_FRAMES} tries: {before}"
+            driver.publish(FRAMES)
+            want = {t: before[t] + FRAMES for t in topics}
+            rig.wait_until(lambda: received(rig) == want, 60.0)
+        finally:
+            driver.close()
         # Best effort may still drop a frame or two when the node is starved of CPU and its
-        # queue overflows (seen with two benchmarks beside the suite: 9 / 8 / 8 of 9); the
-        # default segment loses most frames, so most arriving is what the profile changes.
-        counts = received(rig)
-        assert all(counts.get(topic, 0) >= FRAMES - 2 for topic in want), \
-            f"{counts} of {FRAMES} each\n--- node log ---\n{log_path.read_text()}"
+        # queue overflows; the default segment loses most frames, so most arriving is what the
+        # profile changes.
+        arrived = {t: received(rig).get(t, 0) - before[t] for t in topics}
+        assert all(n >= FRAMES - 2 for n in arrived.values()), \
+            f"{arrived} of {FRAMES} each\n--- node log ---\n{log_path.read_text()}"
     finally:
         node.terminate()
         node.wait(timeout=30)
