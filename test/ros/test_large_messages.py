@@ -53,7 +53,7 @@ def settled_counts(rig, timeout: float = 30.0) -> dict[str, int]:
 
 
 class Driver:
-    """full_size_driver.py in its own process, with the package's Fast DDS profile."""
+    """full_size_driver.py in its own process (its DDS profile comes with env), over stdin."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.process = subprocess.Popen([sys.executable, str(DRIVER)], env=env, text=True,
