@@ -31,8 +31,8 @@ def test_quick_demo_runs_the_node_on_both_drives_without_and_with_adaptation(
         tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "demo"
-    assert cli.main(["demo", "--quick", "--out", str(out), "--json", str(tmp_path / "r.json")]
-                    ) == 0
+    assert cli.main(["demo", "--quick", "--steps", "2", "--out", str(out),
+                     "--json", str(tmp_path / "r.json")]) == 0
     result = json.loads((tmp_path / "r.json").read_text())
 
     lidar, camera = demo_assets.DEFAULT_LIDAR_SHIFT, demo_assets.DEFAULT_CAMERA_SHIFT
@@ -62,7 +62,7 @@ def test_quick_demo_runs_the_node_on_both_drives_without_and_with_adaptation(
             assert len(entry["miou_per_frame"]) == len(entry["latency_ms_per_frame"]) == replayed
             assert all(math.isfinite(x) and x > 0 for x in entry["latency_ms_per_frame"])
         assert drive["modes"]["none"]["steps_mean"] == 0.0  # adaptation disabled
-        assert drive["modes"]["kd+ocl"]["steps_mean"] >= 1.0  # it adapted every frame
+        assert drive["modes"]["kd+ocl"]["steps_mean"] == 2.0  # --steps 2 on every frame
         assert drive["gain"] == pytest.approx(drive["modes"]["kd+ocl"]["miou"]
                                               - drive["modes"]["none"]["miou"])
 
@@ -134,6 +134,8 @@ def test_demo_refuses_one_drive_for_both_roles_before_building_anything(
     assert cli.main(["demo", "--quick", "--lidar-shift", demo_assets.DEFAULT_CAMERA_SHIFT]) == 2
     assert "two different drives" in capsys.readouterr().err
     assert cli.main(["demo", "--quick", "--frames", "0"]) == 2
+    assert cli.main(["demo", "--quick", "--steps", "0"]) == 2
+    assert "--steps must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()
 
 

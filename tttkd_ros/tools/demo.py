@@ -5,7 +5,7 @@ the synthetic world, the shipped source model paired with it, and two target dri
 rosbag2: one whose LiDAR changed (the camera intact) and one whose camera changed. Starts
 `adapt_node` as its own process on sim time and replays each bag through it in lockstep
 (replay.py) twice: adaptation off, then `~/reset` and adaptation on (kd+ocl, the shipped
-settings). Scores the node's `~/labeled_points` against the bags' ground truth and writes
+settings; `--steps` gradient steps per frame, 1 by default). Scores the node's `~/labeled_points` against the bags' ground truth and writes
 the JSON, overlay PNGs and the node's log.
 """
 from __future__ import annotations
@@ -73,6 +73,9 @@ def register(p: argparse.ArgumentParser) -> None:
                    help="folder for the JSON, overlay PNGs and node log (default ./tttkd_demo)")
     p.add_argument("--frames", type=int, help="length of each target drive (default: the "
                    "profile's)")
+    p.add_argument("--steps", type=int, default=1, metavar="K",
+                   help="gradient steps per frame in the adapted passes (default 1, the CPU "
+                        "default; a GPU's budget allows about 5)")
     p.add_argument("--quick", action="store_true",
                    help="reduced demo: few frames and beams, small images, short training")
     p.add_argument("--lidar-shift", choices=list_shifts(), metavar="NAME",
@@ -87,6 +90,9 @@ def register(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         print("tttkd demo: --frames must be at least 1", file=sys.stderr)
+        return 2
+    if args.steps < 1:
+        print("tttkd demo: --steps must be at least 1", file=sys.stderr)
         return 2
     try:
         settings = demo_assets.demo_settings(args.quick, args.lidar_shift, args.camera_shift,
@@ -191,8 +197,10 @@ class Truth:
 
 
 def node_parameters(checkpoint: Path, teacher: Path, extrinsics: dict[str, np.ndarray],
-                    settings: demo_assets.DemoSettings, cpu: bool) -> dict[str, Any]:
-    """adapt_node's parameters for the demo; the extrinsics are the bags' /tf_static."""
+                    settings: demo_assets.DemoSettings, cpu: bool, steps: int = 1
+                    ) -> dict[str, Any]:
+    """adapt_node's parameters for the demo, `steps` gradient steps per adapted frame at
+    most; the extrinsics are the bags' /tf_static."""
     if not extrinsics:
         raise DemoError("the target bags have no camera frames; the demo needs their camera "
                         "topics (delete the bags so that the demo writes them anew)")
@@ -206,6 +214,7 @@ def node_parameters(checkpoint: Path, teacher: Path, extrinsics: dict[str, np.nd
         "teacher.image_height": settings.teacher_height,
         "adaptation.mode": ADAPT_MODE,
         "adaptation.budget_ms": BUDGET_MS_CPU if cpu else BUDGET_MS_CUDA,
+        "adaptation.max_steps": steps,
     }
     params["cameras"] = list(extrinsics)
     for cam, T in extrinsics.items():
@@ -416,7 +425,8 @@ def demo(args: argparse.Namespace, settings: demo_assets.DemoSettings) -> dict:
     cached: dict[str, bool] = {}
     teacher, checkpoint, bags = _prepare(settings, cpu, timings, cached)
     truths = {shift: Truth(bag) for shift, bag in bags.items()}
-    params = node_parameters(checkpoint, teacher, shared_extrinsics(truths), settings, cpu)
+    params = node_parameters(checkpoint, teacher, shared_extrinsics(truths), settings, cpu,
+                             args.steps)
     out_dir = args.out
     passes = run_passes({s: (bags[s], truths[s]) for s in bags}, params,
                         out_dir / "adapt_node.log", cpu, timings)
