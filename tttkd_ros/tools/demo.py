@@ -5,8 +5,9 @@ the synthetic world, the shipped source model paired with it, and two target dri
 rosbag2: one whose LiDAR changed (the camera intact) and one whose camera changed. Starts
 `adapt_node` as its own process on sim time and replays each bag through it in lockstep
 (replay.py) twice: adaptation off, then `~/reset` and adaptation on (kd+ocl, the shipped
-settings; `--steps` gradient steps per frame, 1 by default). Scores the node's `~/labeled_points` against the bags' ground truth and writes
-the JSON, overlay PNGs and the node's log.
+settings; `--steps` gradient steps per frame, 1 by default). Scores the node's
+`~/labeled_points` against the bags' ground truth and writes the JSON, overlay PNGs and
+the node's log.
 """
 from __future__ import annotations
 
