@@ -89,6 +89,7 @@ class AdaptConfig:
     weight_decay: float = 0.0
     params: str = "backbone"  # which parameters adapt, see ADAPT_PARAMS
     w_kd: float = 1.0
+    kd_center: bool = False  # KD on features centred on the frame's mean (losses.kd_distances)
     w_ocl: float = 0.1  # OCL at full weight drifted on a dropout drive (README)
     ocl_pos_coeff: float = 3.0
     ocl_neg_coeff: float = 1.0

@@ -75,6 +75,8 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-weights", default="", help="local DINOv2 weight file")
     p.add_argument("--teacher-height", type=int, default=224)
     p.add_argument("--kd-weight", type=float, default=1.0, help="lambda of the KD term; 0 = off")
+    p.add_argument("--kd-center", action="store_true",
+                   help="KD on features centred on each cloud's mean (adaptation.kd_center)")
     p.add_argument("--class-balance", type=float, default=0.5,
                    help="cross-entropy class weights = frequency^-POWER (0 = unweighted)")
     p.add_argument("--epochs", type=int, default=10)
@@ -173,7 +175,7 @@ def train(args: argparse.Namespace) -> dict:
                                     args.class_balance).to(device)
     # the units the model learns intensity in, so that inputs in others can be scaled to them
     extra = {"intensity": IntensityReference.of(f.points[:, 3] for f in train_frames).to_dict(),
-             "teacher": teacher_record(tcfg)}
+             "teacher": {**teacher_record(tcfg), "kd_center": args.kd_center}}
     augment = AUGMENTS[args.augment]
     t_start = time.monotonic()
     for epoch in range(start_epoch, args.epochs):
@@ -279,7 +281,8 @@ def _train_step(net, model, batch, lut: np.ndarray, teacher, args, augment: Augm
                 with torch.no_grad():
                     t = teacher_targets(teacher, cloud[:, :3], cams)
                 if len(t):
-                    kd_terms.append(kd_loss(out.feat2d[offset + t.point_index].float(), t.features))
+                    kd_terms.append(kd_loss(out.feat2d[offset + t.point_index].float(), t.features,
+                                              args.kd_center))
             offset += len(cloud)
         if kd_terms:
             kd = torch.stack(kd_terms).mean()

@@ -80,6 +80,18 @@ def test_kd_loss_is_scale_invariant_and_averages_rows() -> None:
     torch.testing.assert_close(kd_loss(s * scales, t / scales), expected)
 
 
+def test_centred_kd_loss_sees_past_a_common_direction() -> None:
+    gen = torch.Generator().manual_seed(3)
+    parts = torch.randn(20, 8, generator=gen, dtype=torch.float64)
+    parts -= parts.mean(dim=0)
+    common = 50 * torch.ones(8, dtype=torch.float64)
+    student, target = common - parts, common + parts  # each point's own part points away
+    assert kd_loss(student, target).item() < 0.01  # the common direction hides it
+    assert kd_loss(student, target, center=True).item() == pytest.approx(2.0)
+    shifted = kd_loss(student + 3.0, target - 7.0, center=True)  # any common offset
+    torch.testing.assert_close(shifted, kd_loss(-parts, parts))
+
+
 def test_kd_loss_trains_the_student_only() -> None:
     s = torch.randn(6, 4, requires_grad=True)
     t = torch.randn(6, 4, requires_grad=True)

@@ -9,24 +9,33 @@ import torch
 import torch.nn.functional as F
 
 
-def kd_loss(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def kd_loss(student: torch.Tensor, target: torch.Tensor, center: bool = False) -> torch.Tensor:
     """TTT-KD's L_2D: mean over rows of 1 - cos(student_i, target_i).
 
     student: (M, D) rho_2D outputs at visible points; target: (M, D) teacher features there
     (a target only: no gradient flows into it). Scale invariant; 0 for equal directions,
-    1 for orthogonal, 2 for opposite. Returns a 0-d tensor.
+    1 for orthogonal, 2 for opposite. center: see `kd_distances`. Returns a 0-d tensor.
     """
-    distances = kd_distances(student, target)
+    distances = kd_distances(student, target, center)
     return distances.mean() if len(distances) else student.sum() * 0
 
 
-def kd_distances(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def kd_distances(student: torch.Tensor, target: torch.Tensor, center: bool = False
+                 ) -> torch.Tensor:
     """Per row 1 - cos(student_i, target_i), (M,): kd_loss before its mean, for a per-camera
-    figure (the harm guard's teacher check)."""
+    figure (the harm guard's teacher check).
+
+    center: subtract each side's mean row first. Teacher features share a large common
+    direction, so the plain cosine of a point whose features point the wrong way within the
+    scene is still high; centred, the distance measures the part that tells points apart.
+    """
     if student.shape != target.shape:
         raise ValueError(f"student {tuple(student.shape)} != target {tuple(target.shape)}")
-    s = F.normalize(_at_least_float32(student), dim=1)
-    t = F.normalize(target.detach().to(s.dtype), dim=1)
+    s = _at_least_float32(student)
+    t = target.detach().to(s.dtype)
+    if center:
+        s, t = s - s.mean(dim=0), t - t.mean(dim=0)
+    s, t = F.normalize(s, dim=1), F.normalize(t, dim=1)
     return 1 - (s * t).sum(dim=1)
 
 

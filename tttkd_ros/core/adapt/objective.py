@@ -92,7 +92,7 @@ def adaptation_loss(
     parts: dict[str, torch.Tensor] = {}
     total = logits.new_zeros(())
     if uses_kd(cfg.mode) and targets is not None and len(targets) > 0:
-        parts["kd"] = kd_loss(feat2d[targets.point_index], targets.features)
+        parts["kd"] = kd_loss(feat2d[targets.point_index], targets.features, cfg.kd_center)
         total = total + cfg.w_kd * parts["kd"]
     if uses_ocl(cfg.mode):
         loss, l_pos, l_neg = ocl_loss(

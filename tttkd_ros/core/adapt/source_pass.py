@@ -16,7 +16,7 @@ import torch
 from ..config import AdaptConfig
 from ..frame import Frame, FrameStats
 from ..geometry import mirror_points
-from .guard import SourceReference, camera_kd_ratios, sure_labels
+from .guard import KdLevel, SourceReference, camera_kd_ratios, sure_labels
 from .objective import KdTargets, SourceLabels, adaptation_loss, uses_ocl
 
 
@@ -38,7 +38,7 @@ class SourcePass:
     check: SourceCheck | None
 
 
-def judges_cameras(cfg: AdaptConfig, kd_reference: float | None,
+def judges_cameras(cfg: AdaptConfig, kd_reference: KdLevel | None,
                    targets: KdTargets | None) -> bool:
     """Whether the frame's cameras are judged (guard_kd_ratio on, a training-time KD level
     known, and KD targets to judge)."""
@@ -46,13 +46,13 @@ def judges_cameras(cfg: AdaptConfig, kd_reference: float | None,
             and targets is not None and len(targets) > 0)
 
 
-def needs_source_pass(cfg: AdaptConfig, kd_reference: float | None,
+def needs_source_pass(cfg: AdaptConfig, kd_reference: KdLevel | None,
                       targets: KdTargets | None, judge: bool) -> bool:
     """Whether this frame needs the source model's pass (`judge`: a guard check is due)."""
     return judge or cfg.w_source > 0 or judges_cameras(cfg, kd_reference, targets)
 
 
-def source_pass(reference: SourceReference, cfg: AdaptConfig, kd_reference: float | None,
+def source_pass(reference: SourceReference, cfg: AdaptConfig, kd_reference: KdLevel | None,
                 pts: torch.Tensor, frame: Frame, targets: KdTargets | None, judge: bool,
                 stats: FrameStats, event: Callable[[str], None]) -> SourcePass:
     """The source model on this frame (over both OCL views when a check is due, as the step
@@ -74,8 +74,9 @@ def source_pass(reference: SourceReference, cfg: AdaptConfig, kd_reference: floa
     return SourcePass(targets, labels, check)
 
 
-def _trusted(cfg: AdaptConfig, kd_reference: float, feat2d: torch.Tensor, targets: KdTargets,
-             frame: Frame, stats: FrameStats, event: Callable[[str], None]) -> KdTargets:
+def _trusted(cfg: AdaptConfig, kd_reference: KdLevel, feat2d: torch.Tensor,
+             targets: KdTargets, frame: Frame, stats: FrameStats,
+             event: Callable[[str], None]) -> KdTargets:
     """`targets` without the cameras whose KD loss under the source model is outside
     [1 / guard_kd_ratio, guard_kd_ratio] times the training-time level (event
     `camera_untrusted` each)."""
