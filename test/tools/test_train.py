@@ -63,6 +63,7 @@ def test_short_run_lowers_loss_and_writes_a_loadable_checkpoint(data: Path, tmp_
     assert record["weights"] == "random:0" and record["image_height"] == 28
     best = max(history, key=lambda h: h["val_miou"])  # the first of the best epochs
     assert record["kd_loss"] == pytest.approx(best["kd"])
+    assert load_checkpoint(out, "cpu").cfg.kd_center  # --kd-features centred by default
     with pytest.raises(ValueError, match="image_height: trained with 28, configured 56"):
         load_engine(str(out), AdaptConfig(), TeacherConfig(image_height=56), "cpu")
     with pytest.warns(UserWarning, match="does not match the one"):
@@ -160,10 +161,14 @@ def test_init_starts_from_a_checkpoint(data: Path, tmp_path: Path) -> None:
     assert args.func(args) == 0
     # the init checkpoint's settings win over the command line's (voxel 0.2 over 0.1)
     again = tmp_path / "again.ckpt"
-    args = parse(*common(data, again, epochs=1), "--init", str(first), "--voxel-size", "0.1")
+    args = parse(*common(data, again, epochs=1), "--init", str(first), "--voxel-size", "0.1",
+                 "--kd-features", "plain")
     summary = train.train(args)
     scratch = train.train(parse(*common(data, tmp_path / "scratch.ckpt", epochs=1)))
     assert load_checkpoint(again, "cpu").cfg.voxel_size == 0.2
+    # but what the head learns is this run's: the init checkpoint's centred features no more
+    assert load_checkpoint(first, "cpu").cfg.kd_center
+    assert not load_checkpoint(again, "cpu").cfg.kd_center
     assert summary["history"][0]["ce"] < scratch["history"][0]["ce"]
     with pytest.raises(ValueError, match="feat_dim"):
         train.train(parse(*common(data, tmp_path / "x.ckpt", epochs=1), "--init", str(first),

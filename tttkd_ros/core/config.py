@@ -41,6 +41,10 @@ class ModelConfig:
     # False: the model ignores intensity (its input feature is zeroed), for sensors whose
     # intensity means something else than the training data's (tttkd train --no-intensity)
     use_intensity: bool = True
+    # rho_2D predicts the teacher's features centred on each cloud's mean (the part that tells
+    # points apart; losses.kd_distances), and adaptation distils them the same way. False:
+    # the raw features (checkpoints from before the option). `tttkd train --kd-features`.
+    kd_center: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
@@ -89,7 +93,6 @@ class AdaptConfig:
     weight_decay: float = 0.0
     params: str = "backbone"  # which parameters adapt, see ADAPT_PARAMS
     w_kd: float = 1.0
-    kd_center: bool = False  # KD on features centred on the frame's mean (losses.kd_distances)
     w_ocl: float = 0.1  # OCL at full weight drifted on a dropout drive (README)
     ocl_pos_coeff: float = 3.0
     ocl_neg_coeff: float = 1.0

@@ -15,7 +15,6 @@ import torch
 
 from .adapt.budget import BudgetPlanner
 from .adapt.engine import AdaptationEngine
-from .adapt.guard import KdLevel
 from .config import DEFAULT_TEACHER_HEIGHT, AdaptConfig, TeacherConfig
 from .frame import CameraView, Frame
 from .model.checkpoint import load_checkpoint
@@ -52,9 +51,7 @@ def load_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,
     same_teacher = check_teacher(checkpoint, loaded.teacher, teacher)
     dino = DinoTeacher(teacher, device) if dino is None else dino
     # the KD level reached in training is a yardstick only for the teacher it was reached with
-    trained = loaded.teacher or {}
-    kd_reference = (KdLevel(trained["kd_loss"], bool(trained.get("kd_center", False)))
-                    if same_teacher and trained.get("kd_loss") is not None else None)
+    kd_reference = (loaded.teacher or {}).get("kd_loss") if same_teacher else None
     engine = AdaptationEngine(loaded.model, adapt, dino, device, loaded.intensity, kd_reference)
     return LoadedEngine(engine, loaded.class_names, loaded.palette)
 

@@ -124,9 +124,6 @@ ADAPTATION: dict[str, Spec] = {
                    read_only=False),
     "w_kd": Spec(_ADAPT.w_kd, "Weight of the DINOv2 distillation loss.", 0.0, 100.0,
                  read_only=False),
-    "kd_center": Spec(_ADAPT.kd_center, "Distil features centred on the frame's mean (the "
-                      "part that tells points apart); pair it with a checkpoint trained so "
-                      "(tttkd train --kd-center).", read_only=False),
     "w_ocl": Spec(_ADAPT.w_ocl, "Weight of the output contrastive loss.", 0.0, 100.0,
                   read_only=False),
     "ocl_pos_coeff": Spec(_ADAPT.ocl_pos_coeff, "OCL positive-term coefficient.", 0.0, 100.0,

@@ -73,6 +73,7 @@ class DemoSettings:
     val_frames: int = 6
     epochs: int = 3  # the pairing's length; no time limit, for the same reason
     lr: float = 1e-3
+    kd_features: str = "centred"  # tttkd train --kd-features
     lidar_shift: str = DEFAULT_LIDAR_SHIFT
     camera_shift: str = DEFAULT_CAMERA_SHIFT
     target_frames: int = FULL_TARGET_FRAMES
@@ -208,6 +209,7 @@ def _train(settings: DemoSettings, teacher: Path, data: Path, out_dir: Path) -> 
                "--teacher", TEACHER, "--teacher-weights", str(teacher),
                "--teacher-height", str(settings.teacher_height),
                "--epochs", str(settings.epochs), "--lr", str(settings.lr),
+               "--kd-features", settings.kd_features,
                "--cache", str(out_dir / "teacher_cache")])
 
 

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +76,10 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-weights", default="", help="local DINOv2 weight file")
     p.add_argument("--teacher-height", type=int, default=224)
     p.add_argument("--kd-weight", type=float, default=1.0, help="lambda of the KD term; 0 = off")
-    p.add_argument("--kd-center", action="store_true",
-                   help="KD on features centred on each cloud's mean (adaptation.kd_center)")
+    p.add_argument("--kd-features", default="centred", choices=["centred", "plain"],
+                   help="what rho_2D learns, and adaptation then distils: the teacher's features "
+                        "centred on each cloud's mean (default; README: distilling centred "
+                        "features) or as they are (checkpoints before the option)")
     p.add_argument("--class-balance", type=float, default=0.5,
                    help="cross-entropy class weights = frequency^-POWER (0 = unweighted)")
     p.add_argument("--epochs", type=int, default=10)
@@ -145,6 +148,8 @@ def train(args: argparse.Namespace) -> dict:
                            feat_dim=tcfg.feat_dim, num_classes=len(classes.class_names),
                            use_intensity=not args.no_intensity)
         model = build_model(mcfg, device)
+    # the head learns (again, from --init) the features as --kd-features defines them
+    model.cfg = mcfg = replace(mcfg, kd_center=args.kd_features == "centred")
     train_frames = _frames(args.data, args.train_seqs)[rank::world]
     val_frames = _frames(args.data, args.val_seqs) if rank == 0 else []
     if not train_frames:
@@ -175,7 +180,7 @@ def train(args: argparse.Namespace) -> dict:
                                     args.class_balance).to(device)
     # the units the model learns intensity in, so that inputs in others can be scaled to them
     extra = {"intensity": IntensityReference.of(f.points[:, 3] for f in train_frames).to_dict(),
-             "teacher": {**teacher_record(tcfg), "kd_center": args.kd_center}}
+             "teacher": teacher_record(tcfg)}
     augment = AUGMENTS[args.augment]
     t_start = time.monotonic()
     for epoch in range(start_epoch, args.epochs):
@@ -281,8 +286,8 @@ def _train_step(net, model, batch, lut: np.ndarray, teacher, args, augment: Augm
                 with torch.no_grad():
                     t = teacher_targets(teacher, cloud[:, :3], cams)
                 if len(t):
-                    kd_terms.append(kd_loss(out.feat2d[offset + t.point_index].float(), t.features,
-                                              args.kd_center))
+                    kd_terms.append(kd_loss(out.feat2d[offset + t.point_index].float(),
+                                            t.features, model.cfg.kd_center))
             offset += len(cloud)
         if kd_terms:
             kd = torch.stack(kd_terms).mean()

@@ -8,11 +8,14 @@ import pytest
 import torch
 
 from tttkd_ros.core.adapt.engine import AdaptationEngine
+from tttkd_ros.core.adapt.losses import kd_loss
+from tttkd_ros.core.adapt.objective import teacher_targets
 from tttkd_ros.core.config import AdaptConfig, ModelConfig, TeacherConfig
 from tttkd_ros.core.frame import MASK_NONE, UNLABELED, Frame
 from tttkd_ros.core.loading import forward_camera
 from tttkd_ros.core.model.segmentation import build_model
 from tttkd_ros.core.model.teacher import DinoTeacher
+from tttkd_ros.core.model.voxelize import voxelize
 
 IMAGE_HW = (56, 112)
 
@@ -78,6 +81,23 @@ def test_kd_loss_falls_over_steps_on_a_fixed_frame(teacher) -> None:
     frame = street_frame()
     losses = [engine.process(frame).stats.losses["kd"] for _ in range(8)]
     assert losses[-1] < losses[0] - 0.02, losses
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_the_step_distils_as_the_model_was_trained(teacher, center: bool) -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="tiny", voxel_size=0.2, kd_center=center), "cpu")
+    frame = street_frame()
+    pts = torch.from_numpy(frame.points)
+    with torch.no_grad():  # the source model's KD loss, measured both ways
+        feat2d = model.eval()(voxelize([pts], 0.2)).feat2d
+        t = teacher_targets(teacher, pts[:, :3], frame.cameras)
+        plain, centred = (kd_loss(feat2d[t.point_index], t.features, c).item()
+                          for c in (False, True))
+    engine = AdaptationEngine(model, AdaptConfig(mode="kd", budget_ms=1e6), teacher, "cpu")
+    reported = engine.process(frame).stats.losses["kd"]  # the first step's, before it
+    assert reported == pytest.approx(centred if center else plain, rel=1e-4)
+    assert abs(plain - centred) > 0.01  # so the match above tells the two apart
 
 
 def test_episodic_restores_weights_bit_exactly(teacher) -> None:

@@ -14,14 +14,7 @@ from test_engine_safety import VectorTeacher, engine, frame, params, same
 
 from tttkd_ros.core.adapt.anchor import anchor_gradient
 from tttkd_ros.core.adapt.engine import AdaptationEngine
-from tttkd_ros.core.adapt.guard import (
-    HarmGuard,
-    KdLevel,
-    Verdict,
-    camera_kd_ratios,
-    drift,
-    sure_labels,
-)
+from tttkd_ros.core.adapt.guard import HarmGuard, Verdict, camera_kd_ratios, drift, sure_labels
 from tttkd_ros.core.adapt.objective import KdTargets, SourceLabels, adaptation_loss
 from tttkd_ros.core.config import AdaptConfig, ModelConfig, TeacherConfig
 from tttkd_ros.core.frame import CameraView, Frame
@@ -132,21 +125,21 @@ def test_camera_ratios_average_each_cameras_rows_over_the_reference() -> None:
                         features=torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]),
                         counts=(2, 0, 1))
     # camera 0: distances 0 and 1; camera 1 sees nothing; camera 2: distance 2
-    assert camera_kd_ratios(feat, targets, KdLevel(0.5)) == [pytest.approx(1.0), None,
-                                                              pytest.approx(4.0)]
+    assert camera_kd_ratios(feat, targets, reference=0.5) == [pytest.approx(1.0), None,
+                                                               pytest.approx(4.0)]
     kept = targets.only([True, True, False])
     assert kept.counts == (2, 0, 0) and kept.point_index.tolist() == [0, 1]
 
 
-def test_camera_ratios_measure_as_the_training_level_was_measured() -> None:
+def test_camera_ratios_measure_as_the_model_was_trained() -> None:
     # a common direction: the plain cosine barely sees that each point's own part is flipped
     parts = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
     common = torch.tensor([[0.0, 0.0, 10.0]])
     feat = torch.cat([-parts, torch.zeros(4, 1)], dim=1) + common
     targets = KdTargets(torch.arange(4), torch.cat([parts, torch.zeros(4, 1)], 1) + common,
                         (4,))
-    plain, = camera_kd_ratios(feat, targets, KdLevel(0.5))
-    centred, = camera_kd_ratios(feat, targets, KdLevel(0.5, center=True))
+    plain, = camera_kd_ratios(feat, targets, 0.5)
+    centred, = camera_kd_ratios(feat, targets, 0.5, center=True)
     assert plain < 0.05 and centred == pytest.approx(4.0)  # distance 2 over the level 0.5
 
 
@@ -295,14 +288,12 @@ def two_camera_frame(seed: int) -> Frame:
 
 def from_trained(trained, kd_reference: float | None, teacher=None, **cfg
                  ) -> AdaptationEngine:
-    """An engine on the trained model, whose training KD level is `kd_reference` (plain
-    cosine); the KD ratio alone judges the cameras unless `cfg` sets guard_min_brightness
-    (the exposure rule's tests do)."""
+    """An engine on the trained model; the KD ratio alone judges the cameras unless `cfg`
+    sets guard_min_brightness (the exposure rule's tests do)."""
     cfg = {**KD, "lr": 0.05, "restore_prob": 0.0, "guard_every": 0,
            "guard_min_brightness": 0.0, **cfg}
-    level = None if kd_reference is None else KdLevel(kd_reference)
     return AdaptationEngine(copy.deepcopy(trained[0]), AdaptConfig(budget_ms=1e6, **cfg),
-                            teacher or CameraTeacher(), "cpu", kd_reference=level)
+                            teacher or CameraTeacher(), "cpu", kd_reference=kd_reference)
 
 
 def test_a_black_camera_is_not_distilled_from_while_a_normal_one_is(trained) -> None:
@@ -385,13 +376,7 @@ def test_the_checkpoints_training_kd_loss_reaches_the_engine(tmp_path) -> None:
                     palette=palette_rgb(), teacher_name=teacher.name,
                     extra={"teacher": record})
     loaded = load_engine(str(path), AdaptConfig(), teacher, "cpu", dino=VectorTeacher())
-    assert loaded.engine.kd_reference == KdLevel(0.3, center=False)
-    # a checkpoint trained on centred features (tttkd train --kd-center) says so
-    save_checkpoint(path, build_model(cfg, "cpu"), cfg, class_names=CLASS_NAMES,
-                    palette=palette_rgb(), teacher_name=teacher.name,
-                    extra={"teacher": {**record, "kd_center": True}})
-    loaded = load_engine(str(path), AdaptConfig(), teacher, "cpu", dino=VectorTeacher())
-    assert loaded.engine.kd_reference == KdLevel(0.3, center=True)
+    assert loaded.engine.kd_reference == 0.3
     # another teacher, allowed to start: the level it was trained to says nothing about it
     other = replace(teacher, image_height=56, allow_mismatch=True)
     with pytest.warns(UserWarning, match="does not match"):

@@ -10,13 +10,14 @@ from tttkd_ros.core.config import AdaptConfig
 
 
 @pytest.mark.parametrize("center", [False, True])
-def test_kd_part_follows_kd_center(center: bool) -> None:
+def test_kd_part_measures_as_the_model_was_trained(center: bool) -> None:
     gen = torch.Generator().manual_seed(4)
     feat2d = torch.randn(10, 6, generator=gen) + 20.0  # a large common direction
     index = torch.tensor([0, 2, 3, 7, 9])
     targets = KdTargets(index, torch.randn(5, 6, generator=gen) + 20.0, (5,))
-    cfg = AdaptConfig(mode="kd", kd_center=center)
-    total, parts = adaptation_loss(cfg, torch.zeros(10, 3), feat2d, 10, targets)
+    cfg = AdaptConfig(mode="kd")
+    total, parts = adaptation_loss(cfg, torch.zeros(10, 3), feat2d, 10, targets,
+                                   kd_center=center)
     expected = kd_loss(feat2d[index], targets.features, center=center)
     assert parts["kd"] == pytest.approx(expected.item())
     assert total.item() == pytest.approx(cfg.w_kd * expected.item())

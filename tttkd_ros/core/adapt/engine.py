@@ -41,7 +41,7 @@ from ..model.segmentation import SegModel, param_groups
 from ..model.voxelize import voxelize
 from .anchor import EmaWeights, anchor_gradient
 from .budget import BudgetPlanner, StepTimer
-from .guard import HarmGuard, KdLevel, SourceReference, Verdict, drift, mean_brightness
+from .guard import HarmGuard, SourceReference, Verdict, drift, mean_brightness
 from .objective import (
     KdTargets,
     SourceLabels,
@@ -74,14 +74,15 @@ class AdaptationEngine:
     model: a SegModel whose heads (rho_Y, rho_2D) stay frozen; teacher: a frozen DINOv2
     (`features(image) -> (D, h, w)`) or None, in which case KD has no targets; intensity:
     the intensities the model was trained on (the checkpoint's; default 0..1); kd_reference:
-    the KD level the checkpoint reached in training with this teacher, the level a
-    trustworthy camera's targets stay near; None trusts every camera.
+    the KD loss the checkpoint reached in training with this teacher (its
+    `extra["teacher"]["kd_loss"]`), the level a trustworthy camera's targets stay near; None
+    trusts every camera.
     """
 
     def __init__(self, model: SegModel, cfg: AdaptConfig, teacher=None,
                  device: torch.device | str = "cpu",
                  intensity: IntensityReference | None = None,
-                 kd_reference: KdLevel | None = None) -> None:
+                 kd_reference: float | None = None) -> None:
         cfg.validate()
         self.device = torch.device(device)
         self.intensity = intensity or IntensityReference()
@@ -92,8 +93,7 @@ class AdaptationEngine:
         # the source model: the guard's reference; its weights are the source snapshot
         self.reference = SourceReference(self.model)
         self.source = self.reference.params
-        usable = (kd_reference is not None and math.isfinite(kd_reference.loss)
-                  and kd_reference.loss > 0)
+        usable = kd_reference is not None and math.isfinite(kd_reference) and kd_reference > 0
         self.kd_reference = kd_reference if usable else None
         self.adapted_frames = 0  # frames processed while adapting (reset_every counts them)
         self.teacher = teacher
@@ -496,7 +496,8 @@ class AdaptationEngine:
             out = self.model(voxelize(clouds, self.model.cfg.voxel_size))
         finally:
             set_bn_prior(self.model, None)
-        loss, parts = adaptation_loss(cfg, out.logits, out.feat2d, n, targets, labels)
+        loss, parts = adaptation_loss(cfg, out.logits, out.feat2d, n, targets, labels,
+                                      self.model.cfg.kd_center)
         logits = out.logits.detach()
         logits = (logits[:n] + logits[n:]) / 2 if len(clouds) == 2 else logits
         self.optimizer.zero_grad(set_to_none=True)

@@ -93,28 +93,19 @@ def mean_brightness(image: np.ndarray) -> float:
     return float(image[::4, ::4].mean()) / 255.0
 
 
-@dataclass(frozen=True)
-class KdLevel:
-    """The KD loss a checkpoint reached in training with its teacher (its
-    `extra["teacher"]["kd_loss"]`), and whether it was measured on centred features (`tttkd
-    train --kd-center`): camera trust measures the source model the same way."""
-
-    loss: float
-    center: bool = False
-
-
-def camera_kd_ratios(feat2d: torch.Tensor, targets: KdTargets, reference: KdLevel
-                     ) -> list[float | None]:
+def camera_kd_ratios(feat2d: torch.Tensor, targets: KdTargets, reference: float,
+                     center: bool = False) -> list[float | None]:
     """Per camera of `targets`: the mean KD distance of `feat2d` ((N, D), the source model's
-    rho_2D outputs at the frame's points) to its targets, over the `reference` level; None
-    for a camera no point is visible in. One read of the device."""
+    rho_2D outputs at the frame's points) to its targets, over `reference`; None for a camera
+    no point is visible in. `center`: the model's ModelConfig.kd_center, as the reference
+    was measured in training. One read of the device."""
     if not targets.counts:
         return []
-    distances = kd_distances(feat2d[targets.point_index], targets.features, reference.center)
+    distances = kd_distances(feat2d[targets.point_index], targets.features, center)
     counts = torch.tensor(targets.counts, device=distances.device)
     camera = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
     sums = torch.zeros(len(counts), device=distances.device).index_add_(0, camera, distances)
-    means = (sums / counts.clamp(min=1) / reference.loss).tolist()
+    means = (sums / counts.clamp(min=1) / reference).tolist()
     return [m if c else None for m, c in zip(means, targets.counts)]
 
 

@@ -82,17 +82,18 @@ def teacher_targets(teacher, xyz: torch.Tensor, cameras: list[CameraView],
 
 def adaptation_loss(
     cfg: AdaptConfig, logits: torch.Tensor, feat2d: torch.Tensor, n_points: int,
-    targets: KdTargets | None, source: SourceLabels | None = None,
+    targets: KdTargets | None, source: SourceLabels | None = None, kd_center: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """logits (V*N, C) and feat2d (V*N, D) for V = 1 or 2 views of N points; `source`: the
-    source model's sure labels, for the source consistency term (w_source), in every view.
+    source model's sure labels, for the source consistency term (w_source), in every view;
+    `kd_center`: the model's ModelConfig.kd_center (how its rho_2D was trained).
 
     Returns the weighted loss and its parts as floats (for ~/stats).
     """
     parts: dict[str, torch.Tensor] = {}
     total = logits.new_zeros(())
     if uses_kd(cfg.mode) and targets is not None and len(targets) > 0:
-        parts["kd"] = kd_loss(feat2d[targets.point_index], targets.features, cfg.kd_center)
+        parts["kd"] = kd_loss(feat2d[targets.point_index], targets.features, kd_center)
         total = total + cfg.w_kd * parts["kd"]
     if uses_ocl(cfg.mode):
         loss, l_pos, l_neg = ocl_loss(

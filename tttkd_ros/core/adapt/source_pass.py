@@ -16,7 +16,7 @@ import torch
 from ..config import AdaptConfig
 from ..frame import Frame, FrameStats
 from ..geometry import mirror_points
-from .guard import KdLevel, SourceReference, camera_kd_ratios, sure_labels
+from .guard import SourceReference, camera_kd_ratios, sure_labels
 from .objective import KdTargets, SourceLabels, adaptation_loss, uses_ocl
 
 
@@ -38,7 +38,7 @@ class SourcePass:
     check: SourceCheck | None
 
 
-def judges_cameras(cfg: AdaptConfig, kd_reference: KdLevel | None,
+def judges_cameras(cfg: AdaptConfig, kd_reference: float | None,
                    targets: KdTargets | None) -> bool:
     """Whether the frame's cameras are judged (guard_kd_ratio on, a training-time KD level
     known, and KD targets to judge)."""
@@ -46,41 +46,43 @@ def judges_cameras(cfg: AdaptConfig, kd_reference: KdLevel | None,
             and targets is not None and len(targets) > 0)
 
 
-def needs_source_pass(cfg: AdaptConfig, kd_reference: KdLevel | None,
+def needs_source_pass(cfg: AdaptConfig, kd_reference: float | None,
                       targets: KdTargets | None, judge: bool) -> bool:
     """Whether this frame needs the source model's pass (`judge`: a guard check is due)."""
     return judge or cfg.w_source > 0 or judges_cameras(cfg, kd_reference, targets)
 
 
-def source_pass(reference: SourceReference, cfg: AdaptConfig, kd_reference: KdLevel | None,
+def source_pass(reference: SourceReference, cfg: AdaptConfig, kd_reference: float | None,
                 pts: torch.Tensor, frame: Frame, targets: KdTargets | None, judge: bool,
                 stats: FrameStats, event: Callable[[str], None]) -> SourcePass:
     """The source model on this frame (over both OCL views when a check is due, as the step
     sees them). `event(name)` records an event of the frame (`camera_untrusted`)."""
     n = len(pts)
+    kd_center = reference.model.cfg.kd_center
     clouds = [pts, mirror_points(pts)] if judge and uses_ocl(cfg.mode) else [pts]
     out = reference.forward(clouds, cfg.bn_prior if cfg.bn_prior < 1.0 else None)
     if judges_cameras(cfg, kd_reference, targets):
-        targets = _trusted(cfg, kd_reference, out.feat2d[:n], targets, frame, stats, event)
+        targets = _trusted(cfg, kd_reference, out.feat2d[:n], targets, kd_center, frame, stats,
+                           event)
     labels = None
     if cfg.w_source > 0:
         labels = SourceLabels(*sure_labels(out.logits[:n], cfg.source_confidence))
     check = None
     if judge:
-        loss, _ = adaptation_loss(cfg, out.logits, out.feat2d, n, targets, labels)
+        loss, _ = adaptation_loss(cfg, out.logits, out.feat2d, n, targets, labels, kd_center)
         logits = out.logits
         logits = (logits[:n] + logits[n:]) / 2 if len(clouds) == 2 else logits
         check = SourceCheck(logits, loss.detach())
     return SourcePass(targets, labels, check)
 
 
-def _trusted(cfg: AdaptConfig, kd_reference: KdLevel, feat2d: torch.Tensor,
-             targets: KdTargets, frame: Frame, stats: FrameStats,
+def _trusted(cfg: AdaptConfig, kd_reference: float, feat2d: torch.Tensor, targets: KdTargets,
+             kd_center: bool, frame: Frame, stats: FrameStats,
              event: Callable[[str], None]) -> KdTargets:
     """`targets` without the cameras whose KD loss under the source model is outside
     [1 / guard_kd_ratio, guard_kd_ratio] times the training-time level (event
     `camera_untrusted` each)."""
-    ratios = camera_kd_ratios(feat2d, targets, kd_reference)
+    ratios = camera_kd_ratios(feat2d, targets, kd_reference, kd_center)
     band = cfg.guard_kd_ratio
     keep = []
     for view, ratio in zip(frame.cameras, ratios):
