@@ -47,8 +47,9 @@ def test_quick_demo_runs_the_node_on_both_drives_without_and_with_adaptation(
     assert result["teacher"]["steps"] > 0 and result["teacher"]["held_out_patch_accuracy"]
     tcfg = TeacherConfig(params["teacher.name"], weights=str(teacher),
                          image_height=params["teacher.image_height"])
-    assert load_checkpoint(result["config"]["checkpoint"], "cpu").teacher["weights"] == (
-        teacher_fingerprint(tcfg))
+    paired = load_checkpoint(result["config"]["checkpoint"], "cpu")
+    assert paired.teacher["weights"] == teacher_fingerprint(tcfg)
+    assert paired.cfg.kd_center  # paired on centred features, the default the demo shows
 
     for shift, drive in result["drives"].items():
         bag = Path(drive["bag"])
