@@ -22,6 +22,7 @@ from ..core.config import (
     ORDERS,
     PROTOCOLS,
     SCHEDULES,
+    TARGET_NORM_LEVELS,
     TEACHER_DIMS,
     AdaptConfig,
     TeacherConfig,
@@ -97,7 +98,7 @@ ADAPTATION: dict[str, Spec] = {
     "mode": Spec(_ADAPT.mode, "Self-supervised objective" + _choice(MODES), read_only=False),
     "use_mode_presets": Spec(True, "Run tent and ocl with the settings measured for them "
                              "(they replace lr, params, bn_prior, w_ocl, w_source, "
-                             "anchor_weight; see the README); false = these parameters as "
+                             "anchor_weight, target_norm_levels; see the README); false = these parameters as "
                              "given, for every mode.",
                              read_only=False),
     "protocol": Spec(_ADAPT.protocol, "continual keeps updates across frames; episodic "
@@ -135,6 +136,14 @@ ADAPTATION: dict[str, Spec] = {
                      read_only=False),
     "restore_prob": Spec(_ADAPT.restore_prob, "Stochastic restoration probability per weight "
                          "element and step (OCL uses 0.01).", 0.0, 1.0, read_only=False),
+    "target_norm_levels": Spec(_ADAPT.target_norm_levels, "Test-time normalisation: the batch "
+                               "norms of the encoder's first N levels (1 = the stem, 2 = and "
+                               "encoder stage 1, ... 5 = the whole encoder) normalise with a "
+                               "moving average of the frames' own statistics; 0 = source "
+                               "statistics.", 0, TARGET_NORM_LEVELS, read_only=False),
+    "target_norm_momentum": Spec(_ADAPT.target_norm_momentum, "Weight of each frame in the "
+                                 "test-time normalisation's moving average.", 0.001, 1.0,
+                                 read_only=False),
     "seed": Spec(_ADAPT.seed, "Seed of the stochastic restoration.", 0, 2**31 - 1),
     "spike_factor": Spec(_ADAPT.spike_factor, "A step whose loss exceeds its recent median by "
                          "more than spike_factor robust deviations (and spike_min_delta) is "

@@ -42,11 +42,15 @@ def frame(seed: int, n: int = 1200) -> Frame:
 
 
 def engine(teacher=None, head_scale: float = 1.0, **cfg) -> AdaptationEngine:
+    """An engine on a fresh tiny model. Test-time normalisation is off unless `cfg` sets it:
+    these tests follow the weights, and compare predictions with engines that do not adapt
+    (test_target_norm.py tests the normalisation with every mechanism here)."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone="tiny", voxel_size=0.2), "cpu")
     with torch.no_grad():
         model.head_cls.weight.mul_(head_scale)  # > 1 spreads the predictions over classes
-    return AdaptationEngine(model, AdaptConfig(**{"budget_ms": 1e6, **cfg}), teacher, "cpu")
+    cfg = {"budget_ms": 1e6, "target_norm_levels": 0, **cfg}
+    return AdaptationEngine(model, AdaptConfig(**cfg), teacher, "cpu")
 
 
 def params(e: AdaptationEngine) -> list[torch.Tensor]:

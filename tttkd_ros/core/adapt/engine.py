@@ -17,6 +17,10 @@ no KD targets; with `w_source` the steps keep the source's sure labels; every `g
 frames a check of how many of those labels adaptation changed rolls back to the last good
 weights or to the source. Anchoring (core/adapt/anchor.py): served moving-average weights, an L2
 pull towards the source; and RDumb's reset to the source every `reset_every` frames.
+
+Test-time normalisation (core/adapt/target_norm.py): while adapting, the encoder's first
+levels normalise with a moving average of the frames' own statistics, taken in by the
+forward that predicts each frame; a reset forgets it.
 """
 from __future__ import annotations
 
@@ -55,6 +59,7 @@ from .restore import copy_into, snapshot, stochastic_restore
 from .safety import CollapseDetector, LossSpikeDetector, dominant_share, grid_subsample
 from .schedule import SKIPPED, AsyncAdapter, BackgroundWork
 from .source_pass import SourceCheck, needs_source_pass, source_pass
+from .target_norm import TargetNorm
 
 
 @dataclass
@@ -90,6 +95,8 @@ class AdaptationEngine:
         # disagreed with the checkpoint's, for whoever words the warning
         self.intensity_mismatch: tuple[float, float] | None = None
         self.model = model.to(self.device).eval()
+        # before any copy of the model is made, so that every copy shares the statistics
+        self.target_norm = TargetNorm(self.model)
         # the source model: the guard's reference; its weights are the source snapshot
         self.reference = SourceReference(self.model)
         self.source = self.reference.params
@@ -190,6 +197,7 @@ class AdaptationEngine:
         adaptation in flight is waited for and overwritten."""
         self._settle()
         copy_into(list(self.model.parameters()), self.source)
+        self.target_norm.clear()
         self._restart_from_current()
         if self.background is not None:
             self.background.mirror()
@@ -246,7 +254,10 @@ class AdaptationEngine:
             return Prediction(labels, confidence, {}, stats)
 
         adapting, background = self.adapting, self.background
+        self.target_norm.select(self.cfg.target_norm_levels if adapting else 0,
+                                self.cfg.target_norm_momentum)
         if adapting:
+            self.target_norm.new_frame()
             self._periodic_reset(stats)
         with self.streams.on(self.streams.infer):
             pts = to_device(host, self.device)
@@ -351,6 +362,7 @@ class AdaptationEngine:
         """Episodic protocol: the source weights and a fresh optimizer for the next frame (the
         loss history stays: spikes are judged across frames)."""
         copy_into(list(self.model.parameters()), self.source)
+        self.target_norm.clear()
         self._fresh_start()
 
     def _event(self, stats: FrameStats, name: str) -> None:
@@ -367,7 +379,9 @@ class AdaptationEngine:
 
     def _infer(self, pts: torch.Tensor, stats: FrameStats, model: SegModel) -> torch.Tensor:
         """Logits (N, C) of `model` (the engine's, or async's serving copy) with everything
-        frozen and source BN statistics."""
+        frozen, and source BN statistics, or in the levels test-time normalisation holds,
+        the target's (this forward takes the frame in when it has not been yet)."""
+        self.target_norm.arm()
         times: list[float] = []
         with self.timer.measure(times), torch.no_grad():
             logits = model(voxelize([pts], model.cfg.voxel_size)).logits
@@ -425,6 +439,8 @@ class AdaptationEngine:
         step_times: list[float] = []
         while stats.steps < cfg.max_steps and self.planner.fits(
                 stats.guard_ms + sum(step_times), cfg.budget_ms):
+            if stats.steps == 0 and cfg.order == "predict_then_adapt":
+                self.target_norm.arm()  # this step's forward predicts the frame
             with self.timer.measure(step_times):
                 step = self._step(pts, targets, labels, first=stats.steps == 0)
             self.planner.record(step_times[-1])

@@ -113,6 +113,14 @@ class SparseUNet(nn.Module):
             ))
             self.dec.append(_blocks(dec[s] + skip[s], dec[s], blocks_per_stage, f"subm{s}"))
 
+    def encoder_norms(self) -> list[list[PriorBatchNorm1d]]:
+        """The encoder's batch norms by level: level 0 the stem's (full resolution), level
+        s + 1 encoder stage s's (its downsampling and its blocks)."""
+        def norms(*modules: nn.Module) -> list[PriorBatchNorm1d]:
+            return [m for module in modules for m in module.modules()
+                    if isinstance(m, PriorBatchNorm1d)]
+        return [norms(self.stem), *(norms(down, enc) for down, enc in zip(self.down, self.enc))]
+
     def forward(self, x: spconv.SparseConvTensor) -> spconv.SparseConvTensor:
         """x: features (M, in_channels) -> same rows, features (M, out_channels)."""
         if self.stem[0].algo != conv_algo_for(x.features.device):  # moved between devices

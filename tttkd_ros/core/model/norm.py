@@ -1,9 +1,44 @@
-"""Batch norm with OCL's statistics modulation (METHOD.md, OCL 7)."""
+"""Batch norm with OCL's statistics modulation (METHOD.md, OCL 7) and running statistics of
+the data the model sees now (test-time normalisation)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@dataclass(eq=False)
+class RunningTarget:
+    """A moving average of one BN layer's batch statistics on the frames the model sees now,
+    which replaces its source (running) statistics while `use` is set.
+
+    `armed`: the layer's next batch joins the average (the layer disarms it); the first batch
+    after `clear` starts it. Copies of a model share their layers' targets (`__deepcopy__`),
+    so the engine's reference, moving-average and serving copies normalise as its model does.
+    The tensors are replaced, never written in place: a forward on another thread reads
+    either the old average or the new one.
+    """
+
+    momentum: float = 0.1
+    use: bool = False
+    armed: bool = False
+    mean: torch.Tensor | None = None
+    var: torch.Tensor | None = None
+
+    def __deepcopy__(self, memo: dict) -> RunningTarget:
+        return self
+
+    def add(self, batch_mean: torch.Tensor, batch_var: torch.Tensor) -> None:
+        if self.mean is None or self.var is None:
+            self.mean, self.var = batch_mean, batch_var
+        else:
+            self.mean = torch.lerp(self.mean, batch_mean, self.momentum)
+            self.var = torch.lerp(self.var, batch_var, self.momentum)
+
+    def clear(self) -> None:
+        self.mean = self.var = None
 
 
 class PriorBatchNorm1d(nn.BatchNorm1d):
@@ -17,12 +52,17 @@ class PriorBatchNorm1d(nn.BatchNorm1d):
     written and no gradient flows through the batch statistics. p = 1 is exactly eval-mode
     normalisation; p = 0 is normalisation by the batch's own (unbiased) statistics. A batch
     of fewer than 2 rows has no unbiased variance and uses the running statistics.
+
+    `target` (set by the adaptation engine, core/adapt/target_norm.py): while its `use` is
+    set, its moving average of target statistics stands in for the running statistics above
+    (and an armed target first takes in this batch's statistics).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-3, momentum: float = 0.1,
                  prior: float | None = None) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
         self.prior = prior
+        self.target: RunningTarget | None = None
 
     @property
     def prior(self) -> float | None:
@@ -36,10 +76,19 @@ class PriorBatchNorm1d(nn.BatchNorm1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (M, C) -> (M, C)."""
-        if self._prior is None:
+        target = self.target if self.target is not None and self.target.use else None
+        if self._prior is None and target is None:
             return super().forward(x)
         mean, var = self.running_mean, self.running_var
-        if self._prior < 1.0 and x.shape[0] > 1:
+        if target is not None:
+            if target.armed and x.shape[0] > 1:
+                target.armed = False
+                with torch.no_grad():
+                    batch_var, batch_mean = torch.var_mean(x, dim=0, correction=1)
+                target.add(batch_mean, batch_var)
+            if target.mean is not None and target.var is not None:
+                mean, var = target.mean, target.var
+        if self._prior is not None and self._prior < 1.0 and x.shape[0] > 1:
             with torch.no_grad():  # statistics are constants for the gradient
                 batch_var, batch_mean = torch.var_mean(x, dim=0, correction=1)
             mean = self._prior * mean + (1.0 - self._prior) * batch_mean
