@@ -18,11 +18,14 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
 
 
 def cuda_engine(**cfg) -> AdaptationEngine:
+    """Test-time normalisation off unless `cfg` sets it: these tests compare predictions of
+    adapted and non-adapting engines (as test_engine_safety.engine does)."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone="tiny", voxel_size=0.2), "cuda")
     with pytest.warns(UserWarning, match="RANDOM weights"):
         teacher = DinoTeacher(TeacherConfig(image_height=IMAGE_HW[0]), "cuda")
-    return AdaptationEngine(model, AdaptConfig(**{"budget_ms": 1e6, **cfg}), teacher, "cuda")
+    cfg = {"budget_ms": 1e6, "target_norm_levels": 0, **cfg}
+    return AdaptationEngine(model, AdaptConfig(**cfg), teacher, "cuda")
 
 
 @pytest.mark.parametrize("schedule", ["sync", "async"])
@@ -58,6 +61,18 @@ def test_async_serves_the_adapted_weights_from_the_next_frame() -> None:
     engine.process(frame)  # nothing more in flight: serving == the engine's weights
     for served, want in zip(engine.background.serving.parameters(), adapted):
         assert torch.equal(served, want)
+
+
+@pytest.mark.parametrize("schedule", ["sync", "async"])
+def test_test_time_normalisation_keeps_its_statistics_on_the_gpu(schedule: str) -> None:
+    engine = cuda_engine(mode="kd+ocl", max_steps=1, schedule=schedule, target_norm_levels=3)
+    for seed in range(3):
+        pred = engine.process(street_frame(seed=seed))
+        assert (pred.labels < engine.model.cfg.num_classes).all()
+    engine.close()
+    used = [t for level in engine.target_norm.levels[:3] for t in level]
+    assert used and all(t.mean is not None and t.mean.is_cuda and torch.isfinite(t.var).all()
+                        for t in used)
 
 
 def test_gpu_memory_is_flat_over_frames() -> None:
