@@ -98,8 +98,8 @@ ADAPTATION: dict[str, Spec] = {
     "mode": Spec(_ADAPT.mode, "Self-supervised objective" + _choice(MODES), read_only=False),
     "use_mode_presets": Spec(True, "Run tent and ocl with the settings measured for them "
                              "(they replace lr, params, bn_prior, w_ocl, w_source, "
-                             "anchor_weight, target_norm_levels; see the README); false = these parameters as "
-                             "given, for every mode.",
+                             "anchor_weight, target_norm_levels; see the README); false = "
+                             "these parameters as given, for every mode.",
                              read_only=False),
     "protocol": Spec(_ADAPT.protocol, "continual keeps updates across frames; episodic "
                      "restores the source weights after every frame" + _choice(PROTOCOLS),

@@ -81,7 +81,7 @@ def test_levels_are_the_stem_then_each_encoder_stage_and_never_the_decoder() -> 
     norm.select(2, 0.1)
     assert [t.use for t in norm.targets] == [True] * 4 + [False] * 9
     norm.select(0, 0.1)
-    assert not norm.active
+    assert not any(t.use for t in norm.targets)
 
 
 def test_the_engine_takes_each_frame_in_once_into_the_levels_it_uses() -> None:
