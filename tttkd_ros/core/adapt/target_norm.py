@@ -24,10 +24,10 @@ class TargetNorm:
     """The running target statistics of `model`'s encoder levels (0 = the stem)."""
 
     def __init__(self, model: SegModel) -> None:
-        self.levels = [[RunningTarget() for _ in norms]
-                       for norms in model.backbone.encoder_norms()]
-        for norms, targets in zip(model.backbone.encoder_norms(), self.levels):
-            for norm, target in zip(norms, targets):
+        norms = model.backbone.encoder_norms()
+        self.levels = [[RunningTarget() for _ in level] for level in norms]
+        for level, targets in zip(norms, self.levels):
+            for norm, target in zip(level, targets):
                 norm.target = target
         self.targets = [t for level in self.levels for t in level]
         self.pending = False  # this frame's statistics are still to be taken in
