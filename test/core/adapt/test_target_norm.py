@@ -42,11 +42,24 @@ def test_a_layer_normalises_with_the_moving_average_of_its_batches() -> None:
     torch.testing.assert_close(out, normalised(a, bn, mean_a, var_a))  # the first batch starts it
     assert not bn.target.armed  # taken in once
     torch.testing.assert_close(bn(b), normalised(b, bn, mean_a, var_a))  # not armed: kept
-    bn.target.armed = True
-    bn(b)
     var_b, mean_b = torch.var_mean(b, dim=0, correction=1)
-    torch.testing.assert_close(bn.target.mean, 0.75 * mean_a + 0.25 * mean_b)
-    torch.testing.assert_close(bn.target.var, 0.75 * var_a + 0.25 * var_b)
+    bn.target.armed = True
+    bn(b)  # second batch: weight max(0.25, 1/2), the plain mean of the two
+    mean_ab, var_ab = 0.5 * (mean_a + mean_b), 0.5 * (var_a + var_b)
+    torch.testing.assert_close(bn.target.mean, mean_ab)
+    torch.testing.assert_close(bn.target.var, var_ab)
+    for n in (3, 4, 5):  # weights 1/3, 1/4, then the momentum 0.25
+        bn.target.armed = True
+        bn(b)
+        weight = max(0.25, 1 / n)
+        mean_ab = torch.lerp(mean_ab, mean_b, weight)
+        var_ab = torch.lerp(var_ab, var_b, weight)
+    torch.testing.assert_close(bn.target.mean, mean_ab)
+    torch.testing.assert_close(bn.target.var, var_ab)
+    bn.target.clear()
+    bn.target.armed = True
+    bn(b)  # after clear the next batch starts the average again
+    torch.testing.assert_close(bn.target.mean, mean_b)
 
 
 def test_a_layer_whose_target_is_not_in_use_normalises_as_the_source() -> None:

@@ -14,9 +14,11 @@ class RunningTarget:
     """A moving average of one BN layer's batch statistics on the frames the model sees now,
     which replaces its source (running) statistics while `use` is set.
 
-    `armed`: the layer's next batch joins the average (the layer disarms it); the first batch
-    after `clear` starts it. Copies of a model share their layers' targets (`__deepcopy__`),
-    so the engine's reference, moving-average and serving copies normalise as its model does.
+    `armed`: the layer's next batch joins the average (the layer disarms it). The n-th batch
+    after `clear` weighs max(momentum, 1/n): a plain mean until 1/momentum batches are in, so
+    a small momentum does not leave the first frame dominating the average for long. Copies
+    of a model share their layers' targets (`__deepcopy__`), so the engine's reference,
+    moving-average and serving copies normalise as its model does.
     The tensors are replaced, never written in place: a forward on another thread reads
     either the old average or the new one.
     """
@@ -26,19 +28,23 @@ class RunningTarget:
     armed: bool = False
     mean: torch.Tensor | None = None
     var: torch.Tensor | None = None
+    count: int = 0
 
     def __deepcopy__(self, memo: dict) -> RunningTarget:
         return self
 
     def add(self, batch_mean: torch.Tensor, batch_var: torch.Tensor) -> None:
+        self.count += 1
         if self.mean is None or self.var is None:
             self.mean, self.var = batch_mean, batch_var
         else:
-            self.mean = torch.lerp(self.mean, batch_mean, self.momentum)
-            self.var = torch.lerp(self.var, batch_var, self.momentum)
+            weight = max(self.momentum, 1.0 / self.count)
+            self.mean = torch.lerp(self.mean, batch_mean, weight)
+            self.var = torch.lerp(self.var, batch_var, weight)
 
     def clear(self) -> None:
         self.mean = self.var = None
+        self.count = 0
 
 
 class PriorBatchNorm1d(nn.BatchNorm1d):
