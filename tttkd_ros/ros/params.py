@@ -142,8 +142,8 @@ ADAPTATION: dict[str, Spec] = {
                                "moving average of the frames' own statistics; 0 = source "
                                "statistics.", 0, TARGET_NORM_LEVELS, read_only=False),
     "target_norm_momentum": Spec(_ADAPT.target_norm_momentum, "Weight of each frame in the "
-                                 "test-time normalisation's moving average.", 0.001, 1.0,
-                                 read_only=False),
+                                 "test-time normalisation's moving average (a plain mean over "
+                                 "the first 1/momentum frames).", 0.001, 1.0, read_only=False),
     "seed": Spec(_ADAPT.seed, "Seed of the stochastic restoration.", 0, 2**31 - 1),
     "spike_factor": Spec(_ADAPT.spike_factor, "A step whose loss exceeds its recent median by "
                          "more than spike_factor robust deviations (and spike_min_delta) is "
