@@ -13,7 +13,8 @@ window; the shipped 0.01 ends 1.7 below (README, "500 frames with test-time
 normalisation"). No gradient is involved: the average is updated once per frame, by the
 forward whose prediction serves (`arm`), over that frame's cloud; every copy of the model
 (the source reference, the moving average, the serving copy) normalises with the same
-averages (norm.RunningTarget), so the harm guard compares weights, not normalisations. A reset to the source forgets the averages.
+averages (norm.RunningTarget), so the harm guard compares weights, not normalisations. A
+reset to the source forgets the averages.
 """
 from __future__ import annotations
 
