@@ -9,7 +9,8 @@ points on the sensor shifts and stay within 0.2 of the source on another town an
 drive over 30 frames, while every layer's statistics lost 5 points on another town. Over
 500 frames of another town a fast average (each frame weighing 0.1) followed the scene's
 class mix and, with distillation, ended 3.0 points below the source model in the last
-window; the shipped 0.01 ends 1.7 below (README, "500 frames with test-time
+window; the shipped 0.01 ends 1.7 below, most of it from the first encoder stages, whose
+statistics move with the scene as well as the sensor (README, "500 frames with test-time
 normalisation"). No gradient is involved: the average is updated once per frame, by the
 forward whose prediction serves (`arm`), over that frame's cloud; every copy of the model
 (the source reference, the moving average, the serving copy) normalises with the same
