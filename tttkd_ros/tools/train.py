@@ -164,7 +164,7 @@ def train(args: argparse.Namespace) -> dict:
     steps_per_epoch = max(1, len(train_frames) // args.batch_size)
     total_steps = args.epochs * steps_per_epoch
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    start_epoch, best = 0, -1.0
+    start_epoch, best = 0, -math.inf  # the first epoch is the best so far, whatever its score
     history: list[dict] = []
     if args.resume and state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=True)
