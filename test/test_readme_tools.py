@@ -20,6 +20,7 @@ SMALL = {
     "tttkd synth": ["--frames", "2", *WORLD],
     "tttkd train": ["--epochs", "1", "--batch-size", "1", "--voxel-size", "0.2",
                     "--device", "cpu"],
+    "tttkd probe": ["--device", "cpu"],
     "tttkd eval": ["--max-frames", "1", "--device", "cpu", "--no-progress"],
     "tttkd bench --suite": ["--shifts", "fog", "--modes", "kd", "--frames", "2", "--steps",
                             "1", "--episodic-steps", "0", "--window", "1", "--device", "cpu",

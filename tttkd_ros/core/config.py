@@ -148,6 +148,16 @@ class AdaptConfig:
     # Off: with the pretrained teacher it removed the gains on sensor shifts (the source is
     # sure of some wrong labels there); with random teacher weights it halved the harm.
     w_source: float = 0.0
+    # Label-level distillation (core/model/teacher_probe.py): w_probe * cross-entropy of the
+    # adapted model towards the classes the checkpoint's teacher probe gives the visible
+    # points with a probability of at least probe_confidence, each class weighing its share
+    # of the frame's probe labels to the power -probe_balance (0 = off; a checkpoint without
+    # a probe has none). Off: on the validation drives (150 frames) w_probe 0.1 gained 0.8-1.2
+    # points on beams32 and range noise but lost 1.3 on fog, whose camera the fog dims too,
+    # and ended another town 0.6 below no adaptation; unbalanced (0), it lost beams32 1.0.
+    w_probe: float = 0.0
+    probe_confidence: float = 0.8
+    probe_balance: float = 1.0
     # Harm guard. Every guard_every adapted frames (0 = off) the source model predicts the
     # frame too; a check fails when adaptation changed more than guard_flip of the source's
     # sure labels; guard_patience failures in a row roll back to guard_restore (last_good:
@@ -203,7 +213,9 @@ class AdaptConfig:
             "guard_every": self.guard_every >= 0, "guard_patience": self.guard_patience >= 1,
             "guard_flip": 0.0 <= self.guard_flip <= 1.0,
             "source_confidence": 0.0 <= self.source_confidence < 1.0,
-            "w_source": self.w_source >= 0,
+            "w_source": self.w_source >= 0, "w_probe": self.w_probe >= 0,
+            "probe_confidence": 0.0 <= self.probe_confidence < 1.0,
+            "probe_balance": self.probe_balance >= 0,
             "guard_restore": self.guard_restore in GUARD_RESTORES,
             "guard_kd_ratio": self.guard_kd_ratio == 0 or self.guard_kd_ratio >= 1,
             "guard_min_brightness": 0.0 <= self.guard_min_brightness < 1.0,

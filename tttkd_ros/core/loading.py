@@ -19,6 +19,7 @@ from .config import DEFAULT_TEACHER_HEIGHT, AdaptConfig, TeacherConfig
 from .frame import CameraView, Frame
 from .model.checkpoint import load_checkpoint
 from .model.teacher import DinoTeacher, teacher_fingerprint
+from .model.teacher_probe import TeacherProbe
 
 
 @dataclass
@@ -52,7 +53,9 @@ def load_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,
     dino = DinoTeacher(teacher, device) if dino is None else dino
     # the KD level reached in training is a yardstick only for the teacher it was reached with
     kd_reference = (loaded.teacher or {}).get("kd_loss") if same_teacher else None
-    engine = AdaptationEngine(loaded.model, adapt, dino, device, loaded.intensity, kd_reference)
+    probe = TeacherProbe.from_extra(loaded.extra) if same_teacher else None
+    engine = AdaptationEngine(loaded.model, adapt, dino, device, loaded.intensity, kd_reference,
+                              probe)
     return LoadedEngine(engine, loaded.class_names, loaded.palette)
 
 

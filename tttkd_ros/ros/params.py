@@ -180,6 +180,17 @@ ADAPTATION: dict[str, Spec] = {
                      "towards the source model's sure labels (the source model then predicts "
                      "every adapted frame, from budget_ms); 0 = off.", 0.0, 100.0,
                      read_only=False),
+    "w_probe": Spec(_ADAPT.w_probe, "Weight of label-level distillation: cross-entropy "
+                    "towards the classes the checkpoint's teacher probe gives the points a "
+                    "camera sees (tttkd train fits it; tttkd probe adds it to an older "
+                    "checkpoint; none = no effect); 0 = off.", 0.0, 100.0, read_only=False),
+    "probe_confidence": Spec(_ADAPT.probe_confidence, "Softmax probability from which the "
+                             "teacher probe's class of a point is distilled.", 0.0, 0.999,
+                             read_only=False),
+    "probe_balance": Spec(_ADAPT.probe_balance, "Class balance of that cross-entropy: each "
+                          "class weighs its share of the frame's probe labels to the power "
+                          "-probe_balance; 0 = unweighted, 1 = every class alike.", 0.0, 4.0,
+                          read_only=False),
     "guard_restore": Spec(_ADAPT.guard_restore, "What a rollback restores: the weights of the "
                           "last passed check (the source when the checks fail again after a "
                           "rollback with no pass between) or the source weights"

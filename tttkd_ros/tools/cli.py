@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "run adapt_node on a LiDAR-shift and a camera-shift drive, adapting or not"),
     "synth": ("synth", "write a synthetic LiDAR + camera drive (SemanticKITTI layout)"),
     "train": ("train", "train the source model on a SemanticKITTI-layout folder"),
+    "probe": ("probe", "fit a trained checkpoint's teacher probe (label-level distillation)"),
     "eval": ("eval", "evaluate adaptation modes on the same frames (JSON, report, plots)"),
     "bench": ("bench.latency", "latency per stage (default), or the adaptation / stability tables"),
     "pretrain-teacher": ("pretrain_teacher",

@@ -38,6 +38,8 @@ from tttkd_ros.core.model.checkpoint import load_checkpoint, save_checkpoint
 from tttkd_ros.core.model.feature_cache import FeatureCache
 from tttkd_ros.core.model.segmentation import build_model
 from tttkd_ros.core.model.teacher import DinoTeacher, teacher_fingerprint
+from tttkd_ros.core.model.teacher_probe import EXTRA_KEY as PROBE_KEY
+from tttkd_ros.core.model.teacher_probe import TeacherProbe, fit_probe
 from tttkd_ros.core.model.voxelize import voxelize
 from tttkd_ros.data.kitti import load_label_map, read_sequence
 
@@ -107,7 +109,12 @@ def teacher_record(tcfg: TeacherConfig) -> dict:
             "image_height": tcfg.image_height}
 
 
-def _frames(root: str, seqs: str) -> list:
+def cache_key(tcfg: TeacherConfig) -> str:
+    """The teacher's identity in the feature cache (its name, input height and weights)."""
+    return f"{tcfg.name}:{tcfg.image_height}:{tcfg.weights or f'random{tcfg.seed}'}"
+
+
+def training_frames(root: str, seqs: str) -> list:
     out = []
     for seq in filter(None, seqs.split(",")):
         sequence = read_sequence(root, seq.strip())
@@ -150,16 +157,15 @@ def train(args: argparse.Namespace) -> dict:
         model = build_model(mcfg, device)
     # the head learns (again, from --init) the features as --kd-features defines them
     model.cfg = mcfg = replace(mcfg, kd_center=args.kd_features == "centred")
-    train_frames = _frames(args.data, args.train_seqs)[rank::world]
-    val_frames = _frames(args.data, args.val_seqs) if rank == 0 else []
+    train_frames = training_frames(args.data, args.train_seqs)[rank::world]
+    val_frames = training_frames(args.data, args.val_seqs) if rank == 0 else []
     if not train_frames:
         raise SystemExit(f"no training frames found in {args.data} (sequences {args.train_seqs})")
 
     teacher = None
     if args.kd_weight > 0 and any(f.cameras for f in train_frames):
         cache_root = Path(args.cache) if args.cache else out.parent / "teacher_cache"
-        key = f"{tcfg.name}:{tcfg.image_height}:{tcfg.weights or f'random{tcfg.seed}'}"
-        teacher = FeatureCache(DinoTeacher(tcfg, device), cache_root, key)
+        teacher = FeatureCache(DinoTeacher(tcfg, device), cache_root, cache_key(tcfg))
 
     steps_per_epoch = max(1, len(train_frames) // args.batch_size)
     total_steps = args.epochs * steps_per_epoch
@@ -181,6 +187,10 @@ def train(args: argparse.Namespace) -> dict:
     # the units the model learns intensity in, so that inputs in others can be scaled to them
     extra = {"intensity": IntensityReference.of(f.points[:, 3] for f in train_frames).to_dict(),
              "teacher": teacher_record(tcfg)}
+    if teacher is not None and rank == 0:  # the probe depends on the teacher, not the model
+        probe = teacher_probe(train_frames, teacher, lut, mcfg.num_classes, device)
+        if probe is not None:
+            extra[PROBE_KEY] = probe.to_extra()
     augment = AUGMENTS[args.augment]
     t_start = time.monotonic()
     for epoch in range(start_epoch, args.epochs):
@@ -229,6 +239,40 @@ def train(args: argparse.Namespace) -> dict:
         torch.distributed.destroy_process_group()
     return {"checkpoint": str(out), "epochs": len(history), "best": best, "history": history,
             "minutes": (time.monotonic() - t_start) / 60}
+
+
+def probe_points(frames, teacher, lut: np.ndarray, num_classes: int, device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher features (M, D) and classes (M,) of every labelled point a camera sees."""
+    features, labels = [], []
+    for frame in tqdm(frames, desc="teacher probe: features", leave=False):
+        if not frame.cameras:
+            continue
+        xyz = torch.from_numpy(np.ascontiguousarray(frame.points[:, :3])).to(device)
+        with torch.no_grad():
+            targets = teacher_targets(teacher, xyz, frame.cameras)
+        classes = lut[np.asarray(frame.labels, np.uint32) & 0xFFFF]
+        classes = torch.from_numpy(classes.astype(np.int64))[targets.point_index.cpu()]
+        known = classes < num_classes
+        features.append(targets.features.cpu()[known])
+        labels.append(classes[known])
+    if not features:
+        return torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)
+    return torch.cat(features), torch.cat(labels)
+
+
+def teacher_probe(frames, teacher, lut: np.ndarray, num_classes: int, device: torch.device
+                  ) -> TeacherProbe | None:
+    """The teacher probe fitted on the frames' visible points (label-level distillation);
+    None, with a line saying so, when no labelled point is visible in any camera."""
+    features, labels = probe_points(frames, teacher, lut, num_classes, device)
+    if len(labels) == 0:
+        tqdm.write("teacher probe: no labelled point is visible in a camera; the checkpoint "
+                   "gets no probe (adaptation's w_probe then has no effect)")
+        return None
+    probe = fit_probe(features, labels, num_classes)
+    tqdm.write(f"teacher probe: {len(labels)} points, accuracy {probe.accuracy:.3f}")
+    return probe
 
 
 def learning_rate(peak: float, step: int, total: int, warmup: float = 0.1) -> float:

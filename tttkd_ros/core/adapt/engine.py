@@ -18,6 +18,10 @@ frames a check of how many of those labels adaptation changed rolls back to the 
 weights or to the source. Anchoring (core/adapt/anchor.py): served moving-average weights, an L2
 pull towards the source; and RDumb's reset to the source every `reset_every` frames.
 
+Label-level distillation (w_probe, off by default): the checkpoint's teacher probe
+(core/model/teacher_probe.py) labels the KD targets, and the steps add a class-balanced
+cross-entropy towards its sure labels.
+
 Test-time normalisation (core/adapt/target_norm.py): while adapting, the encoder's first
 levels normalise with a moving average of the frames' own statistics, taken in by the
 forward that predicts each frame; a reset forgets it.
@@ -42,6 +46,7 @@ from ..intensity import IntensityReference, out_of_range, scale_factor
 from ..masks import splat_mask
 from ..model.norm import set_bn_prior
 from ..model.segmentation import SegModel, param_groups
+from ..model.teacher_probe import TeacherProbe
 from ..model.voxelize import voxelize
 from .anchor import EmaWeights, anchor_gradient
 from .budget import BudgetPlanner, StepTimer
@@ -81,13 +86,15 @@ class AdaptationEngine:
     the intensities the model was trained on (the checkpoint's; default 0..1); kd_reference:
     the KD loss the checkpoint reached in training with this teacher (its
     `extra["teacher"]["kd_loss"]`), the level a trustworthy camera's targets stay near; None
-    trusts every camera.
+    trusts every camera. probe: the checkpoint's teacher probe (labels from the KD targets,
+    for w_probe), None without one.
     """
 
     def __init__(self, model: SegModel, cfg: AdaptConfig, teacher=None,
                  device: torch.device | str = "cpu",
                  intensity: IntensityReference | None = None,
-                 kd_reference: float | None = None) -> None:
+                 kd_reference: float | None = None,
+                 probe: TeacherProbe | None = None) -> None:
         cfg.validate()
         self.device = torch.device(device)
         self.intensity = intensity or IntensityReference()
@@ -104,6 +111,7 @@ class AdaptationEngine:
         self.kd_reference = kd_reference if usable else None
         self.adapted_frames = 0  # frames processed while adapting (reset_every counts them)
         self.teacher = teacher
+        self.probe = probe.to(self.device) if probe is not None else None
         self.cfg = cfg
         self.enabled = True
         self.timer = StepTimer(self.device)
@@ -413,6 +421,8 @@ class AdaptationEngine:
                     self.timer.measure(times), torch.no_grad():
                 targets = teacher_targets(self.teacher, pts[:, :3], frame.cameras,
                                           self._exposed(frame, stats))
+                if self.probe is not None and cfg.w_probe > 0:
+                    targets = targets.with_labels(self.probe, cfg.probe_confidence)
             used_here([targets.point_index, targets.features])
             stats.teacher_ms = times[0]
         if not has_signal(cfg, targets):

@@ -6,7 +6,7 @@ same physical point.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from ..config import AdaptConfig
 from ..frame import CameraView
 from ..geometry import project_view, sample_grid
+from ..model.teacher_probe import TeacherProbe
 from .losses import entropy_loss, kd_loss, ocl_loss
 
 
@@ -21,11 +22,13 @@ from .losses import entropy_loss, kd_loss, ocl_loss
 class KdTargets:
     """Every visible (point, camera) pair: point_index (M,) into the model's points, and the
     teacher feature (M, D) sampled at that point's pixel; the rows of camera k are the
-    counts[k] after those of cameras 0..k-1 (the frame's camera order)."""
+    counts[k] after those of cameras 0..k-1 (the frame's camera order). labels: (M,) the
+    teacher probe's sure class per row, -1 where it is unsure; None without a probe."""
 
     point_index: torch.Tensor
     features: torch.Tensor
     counts: tuple[int, ...] = ()
+    labels: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.point_index.numel())
@@ -36,7 +39,12 @@ class KdTargets:
             torch.tensor(keep, device=self.point_index.device),
             torch.tensor(self.counts, device=self.point_index.device))
         return KdTargets(self.point_index[rows], self.features[rows],
-                         tuple(c if k else 0 for c, k in zip(self.counts, keep)))
+                         tuple(c if k else 0 for c, k in zip(self.counts, keep)),
+                         None if self.labels is None else self.labels[rows])
+
+    def with_labels(self, probe: TeacherProbe, confidence: float) -> KdTargets:
+        """These targets with the probe's sure labels of their features."""
+        return replace(self, labels=probe.sure_labels(self.features, confidence))
 
 
 @dataclass
@@ -106,13 +114,33 @@ def adaptation_loss(
         parts["entropy"] = entropy_loss(logits[:n_points])
         total = total + parts["entropy"]
     if cfg.w_source > 0 and source is not None and len(source) > 0:
-        views = len(logits) // n_points  # point i of view v is row v * N + i
-        rows = torch.cat([source.index + v * n_points for v in range(views)])
-        parts["source"] = F.cross_entropy(logits[rows].float(), source.labels.repeat(views))
+        parts["source"] = _views_cross_entropy(logits, n_points, source.index, source.labels)
         total = total + cfg.w_source * parts["source"]
+    if (uses_kd(cfg.mode) and cfg.w_probe > 0 and targets is not None
+            and targets.labels is not None):
+        sure = targets.labels >= 0
+        labels = targets.labels[sure]
+        counts = torch.bincount(labels, minlength=logits.shape[1]).float()
+        weight = (counts / counts.sum().clamp_min(1)).clamp_min(1e-6) ** -cfg.probe_balance
+        weight = weight / weight[counts > 0].mean() if len(labels) else weight
+        parts["probe"] = _views_cross_entropy(logits, n_points, targets.point_index[sure],
+                                              labels, weight)
+        total = total + cfg.w_probe * parts["probe"]
     # one read of the device for all parts, not one per part
     values = torch.stack([v.detach().float() for v in parts.values()]).tolist() if parts else []
     return total, dict(zip(parts, values))
+
+
+def _views_cross_entropy(logits: torch.Tensor, n_points: int, index: torch.Tensor,
+                         labels: torch.Tensor, weight: torch.Tensor | None = None
+                         ) -> torch.Tensor:
+    """Cross-entropy of points `index` towards `labels` in every view of `logits` (point i of
+    view v is row v * N + i); a zero that backpropagates when there is no point."""
+    if len(index) == 0:
+        return logits.sum() * 0
+    views = len(logits) // n_points
+    rows = torch.cat([index + v * n_points for v in range(views)])
+    return F.cross_entropy(logits[rows].float(), labels.repeat(views), weight=weight)
 
 
 def has_signal(cfg: AdaptConfig, targets: KdTargets | None) -> bool:

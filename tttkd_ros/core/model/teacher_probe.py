@@ -1,0 +1,86 @@
+"""A linear probe on the teacher's features: which class the teacher's view of a point says.
+
+Fitted at training time, where the labels are (`tttkd probe`), on the teacher features of the
+training points, and stored in the checkpoint. During adaptation it turns the KD targets into
+labels: where the camera is intact and the probe is sure, they are more often right than the
+source model under a LiDAR shift (README, "Label-level distillation").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+EXTRA_KEY = "teacher_probe"
+
+
+@dataclass
+class TeacherProbe:
+    """softmax(((f - mean) / std) @ weight.T + bias) over the C classes for a (M, D) feature."""
+
+    weight: torch.Tensor  # (C, D)
+    bias: torch.Tensor  # (C,)
+    mean: torch.Tensor  # (D,)
+    std: torch.Tensor  # (D,)
+    accuracy: float = float("nan")  # on its training points
+
+    def to(self, device: torch.device | str) -> TeacherProbe:
+        return TeacherProbe(*(t.to(device) for t in (self.weight, self.bias, self.mean,
+                                                      self.std)), self.accuracy)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        x = (features.float() - self.mean) / self.std
+        return x @ self.weight.T + self.bias
+
+    def sure_labels(self, features: torch.Tensor, confidence: float) -> torch.Tensor:
+        """(M,) the probe's class where its probability is at least `confidence`, else -1."""
+        prob, label = F.softmax(self.logits(features), dim=1).max(dim=1)
+        return torch.where(prob >= confidence, label, torch.full_like(label, -1))
+
+    def to_extra(self) -> dict:
+        return {"weight": self.weight.cpu(), "bias": self.bias.cpu(), "mean": self.mean.cpu(),
+                "std": self.std.cpu(), "accuracy": float(self.accuracy)}
+
+    @staticmethod
+    def from_extra(extra: dict) -> TeacherProbe | None:
+        """The probe a checkpoint's extra holds, None for checkpoints without one."""
+        item = extra.get(EXTRA_KEY)
+        if not item:
+            return None
+        return TeacherProbe(item["weight"], item["bias"], item["mean"], item["std"],
+                            float(item.get("accuracy", float("nan"))))
+
+
+def fit_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+              steps: int = 300, batch: int = 65536, lr: float = 1e-2, balance: float = 0.5,
+              seed: int = 0) -> TeacherProbe:
+    """Multinomial logistic regression of labels (M,) on features (M, D), class weights
+    frequency^-balance (thin classes count), Adam on random batches: seconds on a CPU for the
+    few hundred thousand visible points of a training set."""
+    if len(features) == 0:
+        raise ValueError("no labelled point is visible in any camera: nothing to fit a probe on")
+    features = features.float()
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    x = (features - mean) / std
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    present = counts > 0
+    weight = torch.zeros(num_classes)
+    weight[present] = (counts[present] / counts.sum()) ** -balance
+    weight /= weight[present].mean()
+    gen = torch.Generator().manual_seed(seed)
+    linear = torch.nn.Linear(x.shape[1], num_classes)
+    with torch.no_grad():
+        linear.weight.normal_(0.0, 0.01, generator=gen)
+        linear.bias.zero_()
+    opt = torch.optim.Adam(linear.parameters(), lr=lr)
+    for _ in range(steps):
+        rows = torch.randint(len(x), (min(batch, len(x)),), generator=gen)
+        loss = F.cross_entropy(linear(x[rows]), labels[rows], weight=weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        accuracy = float((linear(x).argmax(1) == labels).float().mean())
+    return TeacherProbe(linear.weight.detach().clone(), linear.bias.detach().clone(), mean, std,
+                        accuracy)
