@@ -65,3 +65,14 @@ def test_the_probe_travels_in_the_checkpoint(tmp_path) -> None:
     assert loaded is not None and loaded.accuracy == pytest.approx(probe.accuracy)
     assert torch.equal(loaded.logits(features), probe.logits(features))
     assert TeacherProbe.from_extra({}) is None  # a checkpoint from before probes
+
+
+def test_fitting_leaves_the_global_random_state_alone() -> None:
+    """`tttkd train` fits the probe before its first epoch: the epochs must draw the same
+    numbers as without it."""
+    features, labels = clusters(300)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    fit_probe(features, labels, num_classes=4, steps=5)
+    assert torch.equal(torch.rand(3), expected)

@@ -68,19 +68,17 @@ def fit_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
     weight = torch.zeros(num_classes)
     weight[present] = (counts[present] / counts.sum()) ** -balance
     weight /= weight[present].mean()
+    # its own generator only: training draws from torch's global one after the probe is fit
     gen = torch.Generator().manual_seed(seed)
-    linear = torch.nn.Linear(x.shape[1], num_classes)
-    with torch.no_grad():
-        linear.weight.normal_(0.0, 0.01, generator=gen)
-        linear.bias.zero_()
-    opt = torch.optim.Adam(linear.parameters(), lr=lr)
+    w = torch.empty(num_classes, x.shape[1]).normal_(0.0, 0.01, generator=gen).requires_grad_()
+    b = torch.zeros(num_classes, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=lr)
     for _ in range(steps):
         rows = torch.randint(len(x), (min(batch, len(x)),), generator=gen)
-        loss = F.cross_entropy(linear(x[rows]), labels[rows], weight=weight)
+        loss = F.cross_entropy(F.linear(x[rows], w, b), labels[rows], weight=weight)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    with torch.no_grad():
-        accuracy = float((linear(x).argmax(1) == labels).float().mean())
-    return TeacherProbe(linear.weight.detach().clone(), linear.bias.detach().clone(), mean, std,
-                        accuracy)
+    w, b = w.detach(), b.detach()
+    accuracy = float((F.linear(x, w, b).argmax(1) == labels).float().mean())
+    return TeacherProbe(w, b, mean, std, accuracy)
