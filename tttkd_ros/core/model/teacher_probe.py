@@ -1,7 +1,8 @@
 """A linear probe on the teacher's features: which class the teacher's view of a point says.
 
-Fitted at training time, where the labels are (`tttkd probe`), on the teacher features of the
-training points, and stored in the checkpoint. During adaptation it turns the KD targets into
+Fitted where the labels are, on the teacher features of the training points a camera sees
+(`tttkd train` before its first epoch; `tttkd probe` for an older checkpoint), and stored in
+the checkpoint. During adaptation it turns the KD targets into
 labels: where the camera is intact and the probe is sure, they are more often right than the
 source model under a LiDAR shift (README, "Label-level distillation").
 """
