@@ -39,7 +39,7 @@ from tttkd_ros.core.model.feature_cache import FeatureCache
 from tttkd_ros.core.model.segmentation import build_model
 from tttkd_ros.core.model.teacher import DinoTeacher, teacher_fingerprint
 from tttkd_ros.core.model.teacher_probe import EXTRA_KEY as PROBE_KEY
-from tttkd_ros.core.model.teacher_probe import TeacherProbe, fit_probe
+from tttkd_ros.core.model.teacher_probe import TeacherProbe, class_balance_weights, fit_probe
 from tttkd_ros.core.model.voxelize import voxelize
 from tttkd_ros.data.kitti import load_label_map, read_sequence
 
@@ -288,17 +288,12 @@ def learning_rate(peak: float, step: int, total: int, warmup: float = 0.1) -> fl
 
 
 def balanced_weights(frames, lut: np.ndarray, num_classes: int, power: float) -> torch.Tensor:
-    """Cross-entropy weights frequency^-power, scaled to mean 1 over the classes present;
-    thin classes (poles, signs, bicycles) have few points and are otherwise ignored."""
+    """Cross-entropy weights of the frames' classes (`class_balance_weights`)."""
     counts = np.zeros(num_classes, dtype=np.float64)
     for frame in frames:
         train_ids = lut[np.asarray(frame.labels, np.uint32) & 0xFFFF]
         counts += np.bincount(train_ids[train_ids < num_classes], minlength=num_classes)
-    present = counts > 0
-    weights = np.ones(num_classes)
-    weights[present] = (counts[present] / counts[present].sum()) ** -power
-    weights[present] /= weights[present].mean()
-    return torch.tensor(weights, dtype=torch.float32)
+    return class_balance_weights(torch.from_numpy(counts), power).float()
 
 
 def _train_step(net, model, batch, lut: np.ndarray, teacher, args, augment: AugmentConfig,

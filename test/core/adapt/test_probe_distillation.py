@@ -30,7 +30,8 @@ def probe_engine(w_probe: float, probe: TeacherProbe | None):
 
 
 def test_the_probe_labels_pull_the_visible_points_and_are_reported() -> None:
-    plain, probed = probe_engine(0.0, sure_of(TARGET_CLASS)), probe_engine(1.0, sure_of(TARGET_CLASS))
+    plain = probe_engine(0.0, sure_of(TARGET_CLASS))
+    probed = probe_engine(1.0, sure_of(TARGET_CLASS))
     before = share_of(plain, TARGET_CLASS)
     for seed in range(6):
         assert "probe" not in plain.process(frame(seed)).stats.losses

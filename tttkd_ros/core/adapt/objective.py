@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..config import AdaptConfig
 from ..frame import CameraView
 from ..geometry import project_view, sample_grid
-from ..model.teacher_probe import TeacherProbe
+from ..model.teacher_probe import TeacherProbe, class_balance_weights
 from .losses import entropy_loss, kd_loss, ocl_loss
 
 
@@ -120,9 +120,8 @@ def adaptation_loss(
             and targets.labels is not None):
         sure = targets.labels >= 0
         labels = targets.labels[sure]
-        counts = torch.bincount(labels, minlength=logits.shape[1]).float()
-        weight = (counts / counts.sum().clamp_min(1)).clamp_min(1e-6) ** -cfg.probe_balance
-        weight = weight / weight[counts > 0].mean() if len(labels) else weight
+        weight = class_balance_weights(
+            torch.bincount(labels, minlength=logits.shape[1]).float(), cfg.probe_balance)
         parts["probe"] = _views_cross_entropy(logits, n_points, targets.point_index[sure],
                                               labels, weight)
         total = total + cfg.w_probe * parts["probe"]

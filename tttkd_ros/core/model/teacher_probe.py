@@ -53,6 +53,18 @@ class TeacherProbe:
                             float(item.get("accuracy", float("nan"))))
 
 
+def class_balance_weights(counts: torch.Tensor, power: float) -> torch.Tensor:
+    """Cross-entropy class weights from per-class counts (C,): each class present weighs its
+    share to the power -power, scaled to mean 1 over those classes; absent classes weigh 1.
+    Thin classes (poles, signs) would otherwise hardly count, here and in source training."""
+    present = counts > 0
+    weights = torch.ones_like(counts, dtype=torch.promote_types(counts.dtype, torch.float32))
+    if present.any():
+        weights[present] = (counts[present] / counts[present].sum()) ** -power
+        weights[present] /= weights[present].mean()
+    return weights
+
+
 def fit_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
               steps: int = 300, batch: int = 65536, lr: float = 1e-2, balance: float = 0.5,
               seed: int = 0) -> TeacherProbe:
@@ -64,11 +76,8 @@ def fit_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
     features = features.float()
     mean, std = features.mean(0), features.std(0) + 1e-6
     x = (features - mean) / std
-    counts = torch.bincount(labels, minlength=num_classes).float()
-    present = counts > 0
-    weight = torch.zeros(num_classes)
-    weight[present] = (counts[present] / counts.sum()) ** -balance
-    weight /= weight[present].mean()
+    weight = class_balance_weights(torch.bincount(labels, minlength=num_classes).float(),
+                                   balance)
     # its own generator only: training draws from torch's global one after the probe is fit
     gen = torch.Generator().manual_seed(seed)
     w = torch.empty(num_classes, x.shape[1]).normal_(0.0, 0.01, generator=gen).requires_grad_()
