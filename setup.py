@@ -1,4 +1,5 @@
-"""ament_python package setup: also installs with plain pip (ROS 2 Jazzy from PyPI as the `ros` extra)."""
+"""ament_python package setup; also installs with plain pip (ROS 2 Jazzy from PyPI as the
+`ros` extra)."""
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -52,7 +53,8 @@ setup(
     zip_safe=False,  # the Fast DDS profile is read from its file
     maintainer="tttkd_ros maintainers",
     maintainer_email="maintainers@tttkd-ros.invalid",
-    description="Online test-time adaptation (TTT-KD + OCL) of sparse LiDAR segmentation for ROS 2.",
+    description=("Online test-time adaptation (TTT-KD + OCL) of sparse LiDAR segmentation "
+                 "for ROS 2."),
     license="Apache-2.0",
     entry_points={
         "console_scripts": [

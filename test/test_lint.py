@@ -12,14 +12,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ["tttkd_ros", "test", "launch", "setup.py"]
+# KITTI files quoted as distributed, one record per line
+VERBATIM_DATA = "test/data/test_kitti_io.py"
 
 
 def test_ruff_clean() -> None:
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     if not Path(ruff).exists():
         pytest.skip("ruff is not installed (pip install '.[test]')")
-    result = subprocess.run([ruff, "check", "--line-length", "100", *SOURCES], check=False, cwd=ROOT,
-                            capture_output=True, text=True)
+    # E501 is outside ruff's default rules: without it the line length is never checked.
+    result = subprocess.run([ruff, "check", "--line-length", "100", "--extend-select", "E501",
+                             "--per-file-ignores", f"{VERBATIM_DATA}:E501", *SOURCES],
+                            check=False, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -48,7 +48,8 @@ def evaluated(bag: Path, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPat
               ) -> tuple[int, Path, Path]:
     """The CLI run once over every mode (budget large enough that every step is taken)."""
     out = tmp_path_factory.mktemp("eval")
-    args = _parse("--bag", str(bag), "--checkpoint", str(tiny_checkpoint), "--modes", ",".join(MODES),
+    args = _parse("--bag", str(bag), "--checkpoint", str(tiny_checkpoint),
+                  "--modes", ",".join(MODES),
                   "--json", str(out / "result.json"), "--report-dir", str(out / "report"),
                   "--max-frames", str(EVAL_FRAMES), "--budget-ms", "1e7",
                   "--teacher-height", "56", "--device", "cpu")

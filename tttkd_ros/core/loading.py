@@ -128,8 +128,8 @@ def warm_up_frame(points: int = 2048, image_hw: tuple[int, int] = (64, 128),
 def warm_up(engine: AdaptationEngine, frame: Frame | None = None) -> None:
     """Run one frame through the engine (teacher, forward, backward, optimizer step), then
     put it back as it was: source weights, fresh optimizer, no step-time history, reset
-    count, frame count and restoration RNG unchanged. Warm-up step times are not representative (first
-    calls select kernels), so they must not steer the budget planner."""
+    count, frame count and restoration RNG unchanged. Warm-up step times are not
+    representative (first calls select kernels), so they must not steer the budget planner."""
     frame = frame or warm_up_frame()
     resets, enabled, frames = engine.resets, engine.enabled, engine.adapted_frames
     if engine.teacher is not None:

@@ -74,7 +74,8 @@ def side_by_side(ours: dict, reference: dict) -> str:
 
     for name in names:
         rows.append(
-            f"| {name} | {cell(ours, name, 'share_%', None)} ({cell(reference, name, 'share_%', None)})"
+            f"| {name} | {cell(ours, name, 'share_%', None)}"
+            f" ({cell(reference, name, 'share_%', None)})"
             f" | {cell(ours, name, 'intensity_p10_p50_p90', 1)}"
             f" ({cell(reference, name, 'intensity_p10_p50_p90', 1)})"
             f" | {cell(ours, name, 'z_m_p10_p50_p90', None)}"

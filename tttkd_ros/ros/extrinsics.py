@@ -93,7 +93,8 @@ class TfExtrinsics:
             return self.cache[key]
         try:
             msg = self.buffer.lookup_transform(
-                camera_frame, lidar_frame, Time(nanoseconds=stamp_ns, clock_type=ClockType.ROS_TIME),
+                camera_frame, lidar_frame,
+                Time(nanoseconds=stamp_ns, clock_type=ClockType.ROS_TIME),
                 timeout=Duration(nanoseconds=int(self.timeout_s * 1e9)))
         except tf2_ros.TransformException as exc:
             raise ExtrinsicsError(

@@ -89,8 +89,10 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this long; 0 = off")
-    p.add_argument("--cache", default="", help="teacher feature cache folder (default: beside --out)")
-    p.add_argument("--resume", action="store_true", help="continue from the last state beside --out")
+    p.add_argument("--cache", default="",
+                   help="teacher feature cache folder (default: beside --out)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last state beside --out")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -200,7 +202,8 @@ def train(args: argparse.Namespace) -> dict:
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}",
                    disable=rank != 0)
         for step in bar:
-            batch = [train_frames[i] for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
+            batch = [train_frames[i]
+                     for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
             loss, parts = _train_step(net, model, batch, lut, teacher, args, augment, rng,
                                       device, class_weight)
             for group in opt.param_groups:

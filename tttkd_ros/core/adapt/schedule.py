@@ -12,8 +12,8 @@ caller must not change them.
 
 Threads: while an adaptation is in flight only the worker touches the engine's model,
 optimizer, planner, spike detector, harm guard, moving average, snapshots and generator; the
-caller's thread touches the serving copy, the collapse detector and the periodic reset. Both count events in `event_counts`, never under the
-same name, so no increment is lost.
+caller's thread touches the serving copy, the collapse detector and the periodic reset. Both
+count events in `event_counts`, never under the same name, so no increment is lost.
 """
 from __future__ import annotations
 

@@ -6,14 +6,15 @@ adaptation help, and does it last) live in adaptation_suite.py.
 For every cloud size and camera count: PointCloud2 decode, voxelize, teacher (all cameras),
 the harm guard (its source pass and check, on the frames that ran it: every frame with
 --guard-every 1, the default here), one adaptation step, inference and output conversion
-(p50 / p99 over --repeats frames after one warm-up frame), then the publish latency (the time until `process` returns the
-prediction) and adaptation steps per second of each schedule, with frames arriving every
---period-ms as from a LiDAR (a frame that is late waits for nothing). Teacher, step and
-inference times are the engine's own (CUDA events on CUDA); under async they are measured
-while the other work runs. Also peak host RSS, GPU memory on CUDA, the decode compared with
-sensor_msgs_py and a naive per-point loop, and the machine. Clouds are synthetic streets
-(bench/model.py's street_cloud), the model random-init unless --checkpoint, the teacher
-random-init unless --teacher-weights: timings do not depend on the weights.
+(p50 / p99 over --repeats frames after one warm-up frame), then the publish latency (the
+time until `process` returns the prediction) and adaptation steps per second of each
+schedule, with frames arriving every --period-ms as from a LiDAR (a frame that is late
+waits for nothing). Teacher, step and inference times are the engine's own (CUDA events on
+CUDA); under async they are measured while the other work runs. Also peak host RSS, GPU
+memory on CUDA, the decode compared with sensor_msgs_py and a naive per-point loop, and the
+machine. Clouds are synthetic streets (bench/model.py's street_cloud), the model random-init
+unless --checkpoint, the teacher random-init unless --teacher-weights: timings do not depend
+on the weights.
 """
 from __future__ import annotations
 
@@ -198,7 +199,8 @@ def compare_decode(msg: Any, points: int, repeats: int) -> dict[str, Any]:
     theirs = msgs.read_points_numpy_ms(msg, repeats)
     return {"points": points, "decode_ms": ours,
             "read_points_numpy_ms": None if theirs is None else percentiles(theirs)["p50"],
-            "struct_loop_ms": msgs.struct_loop_ms(msg, repeats), "struct_loop_subset": msgs.STRUCT_SUBSET}
+            "struct_loop_ms": msgs.struct_loop_ms(msg, repeats),
+            "struct_loop_subset": msgs.STRUCT_SUBSET}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -221,7 +223,8 @@ def run(args: argparse.Namespace) -> int:
         results.extend(bench_config(engine, args, points, n_cameras, msg))
     out = {"machine": machine_info(device),
            "config": {"backbone": engine.model.cfg.backbone, "mode": args.mode,
-                      "max_steps": 1, "guard_every": args.guard_every, "repeats": args.repeats, "period_ms": args.period_ms,
+                      "max_steps": 1, "guard_every": args.guard_every, "repeats": args.repeats,
+                      "period_ms": args.period_ms,
                       "image_hw": list(args.image_hw), "teacher": engine.teacher.name,
                       "teacher_height": args.teacher_height,
                       "model": args.checkpoint or "random init"},
