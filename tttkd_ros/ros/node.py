@@ -25,7 +25,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -140,7 +140,9 @@ class AdaptNode(Node):
     def _make_interfaces(self) -> None:
         s = self.settings
         qin, qout = s.qos_in.profile(), s.qos_out.profile()
-        group = MutuallyExclusiveCallbackGroup()  # sensors + sync; services stay responsive
+        # sensors + sync, never two at once, should the node be spun by a multi-threaded
+        # executor (tests, a user's container); main() spins it on one thread
+        group = MutuallyExclusiveCallbackGroup()
         self.create_subscription(PointCloud2, "points", self._on_cloud, qin,
                                  callback_group=group)
         for cam in s.cameras:
@@ -490,7 +492,12 @@ def main(args: list[str] | None = None) -> int:
         get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
         return 1
-    executor = MultiThreadedExecutor(num_threads=3)
+    # One thread: the callbacks only queue work (the model runs on the worker thread), and
+    # with rclpy's multi-threaded executor (3 threads) some input callbacks ran 1-4 s after
+    # the player published the message (`tttkd demo` on a 2-core machine: latency p99 3-4 s
+    # against 0.2-1.2 s with one thread; README, "What `tttkd demo` does and prints"). A
+    # service call waits at most for the frame in progress.
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         executor.spin()
