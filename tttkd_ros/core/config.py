@@ -112,6 +112,10 @@ class AdaptConfig:
     # the class mix of the last few frames (README, "How the shipped defaults were chosen").
     target_norm_levels: int = 3
     target_norm_momentum: float = 0.01
+    # The teacher's check: the levels after the stem use their averages only while, on the
+    # trusted cameras, they bring the source model's features nearer the teacher's than the
+    # source statistics do (one more source forward a frame, in the guard's budget).
+    target_norm_check: bool = True
     seed: int = 0
     # Safety (core/adapt/safety.py). A cloud with more points than max_points is grid-subsampled
     # for the model and every point takes its cell's label; 0 = no cap.

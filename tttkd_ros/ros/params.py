@@ -144,6 +144,11 @@ ADAPTATION: dict[str, Spec] = {
     "target_norm_momentum": Spec(_ADAPT.target_norm_momentum, "Weight of each frame in the "
                                  "test-time normalisation's moving average (a plain mean over "
                                  "the first 1/momentum frames).", 0.001, 1.0, read_only=False),
+    "target_norm_check": Spec(_ADAPT.target_norm_check, "Teacher's check of test-time "
+                              "normalisation: the levels after the stem use their averages only "
+                              "while, on the trusted cameras, the source model's KD loss is "
+                              "lower with them than with the source statistics (one more source "
+                              "forward a frame).", read_only=False),
     "seed": Spec(_ADAPT.seed, "Seed of the stochastic restoration.", 0, 2**31 - 1),
     "spike_factor": Spec(_ADAPT.spike_factor, "A step whose loss exceeds its recent median by "
                          "more than spike_factor robust deviations (and spike_min_delta) is "

@@ -3,6 +3,8 @@ predictions the CPU path gives. Runs only where torch sees a CUDA device (the GP
 the same behaviour is tested on CPU in test_engine.py and test_schedule.py."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -73,6 +75,8 @@ def test_test_time_normalisation_keeps_its_statistics_on_the_gpu(schedule: str) 
     used = [t for level in engine.target_norm.levels[:3] for t in level]
     assert used and all(t.mean is not None and t.mean.is_cuda and torch.isfinite(t.var).all()
                         for t in used)
+    assert engine.target_norm.check.count >= 1  # the teacher's check ran (async may skip)
+    assert math.isfinite(engine.target_norm.check.difference)
 
 
 def test_gpu_memory_is_flat_over_frames() -> None:

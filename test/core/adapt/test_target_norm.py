@@ -1,7 +1,11 @@
 """Test-time normalisation: the encoder's first levels normalise with a moving average of
 the frames' own statistics, taken in once a frame, shared by every copy of the model,
-forgotten on a reset, and never used without adaptation."""
+forgotten on a reset, and never used without adaptation; the teacher's check holds the levels
+after the stem at the source statistics while the teacher finds them costing."""
 from __future__ import annotations
+
+import math
+import threading
 
 import numpy as np
 import pytest
@@ -9,12 +13,17 @@ import torch
 import torch.nn.functional as F
 from test_engine_safety import VectorTeacher, engine, frame
 
-from tttkd_ros.core.adapt.target_norm import TargetNorm
+from tttkd_ros.core.adapt import source_pass
+from tttkd_ros.core.adapt.engine import AdaptationEngine
+from tttkd_ros.core.adapt.losses import kd_loss
+from tttkd_ros.core.adapt.objective import teacher_targets
+from tttkd_ros.core.adapt.target_norm import DeepLevelCheck, TargetNorm
 from tttkd_ros.core.config import MODE_PRESETS, AdaptConfig, ModelConfig, with_mode_preset
 from tttkd_ros.core.model.norm import PriorBatchNorm1d, RunningTarget
 from tttkd_ros.core.model.segmentation import build_model
 
-KD_OCL = {"mode": "kd+ocl", "target_norm_levels": 3}
+KD_OCL = {"mode": "kd+ocl", "target_norm_levels": 3, "target_norm_check": False}
+CHECKED = {**KD_OCL, "target_norm_check": True}
 
 
 def trained_bn(channels: int = 4) -> PriorBatchNorm1d:
@@ -161,6 +170,85 @@ def test_the_order_predict_then_adapt_takes_the_frame_in_on_its_first_step() -> 
     e = engine(VectorTeacher(), order="predict_then_adapt", **KD_OCL)
     e.process(frame(0))
     assert all(t.mean is not None for level in e.target_norm.levels[:3] for t in level)
+
+
+def test_a_closed_gate_keeps_the_source_statistics_and_still_takes_batches_in() -> None:
+    bn = trained_bn()
+    x = torch.randn(30, 4) * 2 + 1
+    source = bn(x)
+    is_open = [False]
+    bn.target = RunningTarget(use=True, armed=True, gate=lambda: is_open[0])
+    torch.testing.assert_close(bn(x), source)
+    var_x, mean_x = torch.var_mean(x, dim=0, correction=1)
+    torch.testing.assert_close(bn.target.mean, mean_x)  # taken in while closed
+    is_open[0] = True
+    torch.testing.assert_close(bn(x), normalised(x, bn, mean_x, var_x))
+
+
+def test_the_check_averages_its_differences_and_opens_while_they_are_not_positive() -> None:
+    check = DeepLevelCheck()
+    check.record(1.0)
+    assert check()  # off: always open
+    check.enabled, check.momentum = True, 0.5
+    assert not check() and check.difference == 1.0
+    check.record(-3.0)  # the second weighs 1/2: a plain mean
+    assert check.difference == -1.0 and check()
+    check.record(3.0)  # then the momentum, 0.5
+    assert check.difference == 1.0 and not check()
+    check.record(math.nan)  # non-finite targets: no evidence either way
+    assert check.difference == 1.0 and check.count == 3
+    seen: list[bool] = []
+    with check.forced(True):
+        assert check()
+        other = threading.Thread(target=lambda: seen.append(check()))
+        other.start()
+        other.join()
+    assert seen == [False] and not check()  # forced on this thread only
+    check.clear()
+    assert check.difference is None and check()
+
+
+def test_the_source_pass_measures_what_the_deeper_levels_do_to_the_kd_loss() -> None:
+    teacher = VectorTeacher()
+    e = engine(teacher, lr=0.0, restore_prob=0.0, **CHECKED)
+    e.process(frame(0))  # no averages yet when its source pass ran: a difference of 0
+    assert e.target_norm.check.difference == 0.0
+    pts = torch.as_tensor(frame(1).points)
+    targets = teacher_targets(teacher, pts[:, :3], frame(1).cameras, [True])
+    feat2d = {}
+    for on in (True, False):
+        with e.target_norm.check.forced(on):
+            feat2d[on] = e.reference.forward([pts], None).feat2d[targets.point_index]
+    center = e.model.cfg.kd_center
+    expected = float(kd_loss(feat2d[True], targets.features, center)
+                     - kd_loss(feat2d[False], targets.features, center))
+    assert expected != 0.0
+    e.process(frame(1))
+    assert e.target_norm.check.difference == pytest.approx(expected / 2, rel=1e-5)
+    assert e.event_counts["target_norm_check"] == 2
+    e.reset()
+    assert e.target_norm.check.difference is None
+
+
+@pytest.mark.parametrize("difference", [1.0, -1.0])
+def test_the_check_serves_the_stem_alone_while_the_teacher_finds_the_levels_costing(
+        monkeypatch: pytest.MonkeyPatch, difference: float) -> None:
+    monkeypatch.setattr(source_pass, "_levels_difference", lambda *args: difference)
+    frames = range(4)
+
+    def labels_of(**cfg: object) -> tuple[list[np.ndarray], AdaptationEngine]:
+        e = engine(VectorTeacher(), lr=0.0, restore_prob=0.0, **cfg)  # only the statistics move
+        return [e.process(frame(seed)).labels for seed in frames], e
+
+    stem_only, _ = labels_of(**{**KD_OCL, "target_norm_levels": 1})
+    three, _ = labels_of(**KD_OCL)
+    assert any((a != b).any() for a, b in zip(stem_only, three))  # the deeper levels matter
+    checked, e = labels_of(**CHECKED)
+    for a, b in zip(checked, stem_only if difference > 0 else three):
+        np.testing.assert_array_equal(a, b)
+    gated = len(frames) if difference > 0 else 0
+    assert e.event_counts["target_norm_gated"] == gated
+    assert all(t.count == len(frames) for t in e.target_norm.targets[:7])  # still taking in
 
 
 def test_the_baselines_run_without_it_and_bad_levels_are_refused() -> None:

@@ -24,7 +24,9 @@ cross-entropy towards its sure labels.
 
 Test-time normalisation (core/adapt/target_norm.py): while adapting, the encoder's first
 levels normalise with a moving average of the frames' own statistics, taken in by the
-forward that predicts each frame; a reset forgets it.
+forward that predicts each frame; with `target_norm_check` the levels after the stem only
+while the teacher finds them helping (the source pass measures it; event `target_norm_gated`
+while they stay on the source's statistics); a reset forgets both.
 """
 from __future__ import annotations
 
@@ -263,7 +265,7 @@ class AdaptationEngine:
 
         adapting, background = self.adapting, self.background
         self.target_norm.select(self.cfg.target_norm_levels if adapting else 0,
-                                self.cfg.target_norm_momentum)
+                                self.cfg.target_norm_momentum, self.cfg.target_norm_check)
         if adapting:
             self.target_norm.new_frame()
             self._periodic_reset(stats)
@@ -288,6 +290,8 @@ class AdaptationEngine:
                 self.reset()  # the prediction came from collapsed weights: redo it from the source
                 self._event(stats, "collapse_reset")
                 out = self._read_back(self._infer(model_pts, stats, predictor), owner, pts, frame)
+            if adapting and self.target_norm.gated():
+                self._event(stats, "target_norm_gated")  # deeper levels on source statistics
             labels[kept], confidence[kept] = out.labels, out.confidence
             masks = {v.name: splat_mask(pixel, depth, out.labels, v.size)
                      for v, pixel, depth in zip(frame.cameras, out.pixels, out.depths)}
@@ -434,10 +438,14 @@ class AdaptationEngine:
                 self.planner.refused_frame()  # the source pass and a step do not both fit
                 return None
             guard_times: list[float] = []
+            checks = self.target_norm.check.count
             with self.timer.measure(guard_times):
                 source = source_pass(self.reference, cfg, self.kd_reference, pts, frame,
-                                     targets, judge, stats, lambda e: self._event(stats, e))
+                                     targets, judge, stats, lambda e: self._event(stats, e),
+                                     self.target_norm.check)
             stats.guard_ms = guard_times[0]
+            if self.target_norm.check.count > checks:  # counted, as a guard check is
+                self.event_counts["target_norm_check"] += 1
             targets = source.targets
             if not has_signal(cfg, targets):  # KD alone, and no camera is trusted
                 self.planner.record_guard(stats.guard_ms)

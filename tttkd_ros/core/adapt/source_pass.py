@@ -4,7 +4,9 @@ One forward pass of the frozen source model (guard.SourceReference) serves three
 (core/adapt/guard.py explains each): the per-camera trust test drops the KD targets of the
 cameras far from the training-time level, the source consistency term gets the source's sure
 labels, and a due harm-guard check gets the source's logits and objective on the fresh frame.
-The engine pays for it from the frame's budget.
+With `target_norm_check` a second forward, with the levels after the stem normalised the
+other way, gives the teacher's check its difference (core/adapt/target_norm.py). The engine
+pays for both from the frame's budget.
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from ..config import AdaptConfig
 from ..frame import Frame, FrameStats
 from ..geometry import mirror_points
 from .guard import SourceReference, camera_kd_ratios, sure_labels
+from .losses import kd_loss
 from .objective import KdTargets, SourceLabels, adaptation_loss, uses_ocl
+from .target_norm import DeepLevelCheck
 
 
 @dataclass
@@ -46,17 +50,26 @@ def judges_cameras(cfg: AdaptConfig, kd_reference: float | None,
             and targets is not None and len(targets) > 0)
 
 
+def checks_levels(cfg: AdaptConfig, targets: KdTargets | None) -> bool:
+    """Whether the teacher's check of the deeper normalised levels runs on this frame."""
+    return (cfg.target_norm_check and cfg.target_norm_levels > 1
+            and targets is not None and len(targets) > 0)
+
+
 def needs_source_pass(cfg: AdaptConfig, kd_reference: float | None,
                       targets: KdTargets | None, judge: bool) -> bool:
     """Whether this frame needs the source model's pass (`judge`: a guard check is due)."""
-    return judge or cfg.w_source > 0 or judges_cameras(cfg, kd_reference, targets)
+    return (judge or cfg.w_source > 0 or judges_cameras(cfg, kd_reference, targets)
+            or checks_levels(cfg, targets))
 
 
 def source_pass(reference: SourceReference, cfg: AdaptConfig, kd_reference: float | None,
                 pts: torch.Tensor, frame: Frame, targets: KdTargets | None, judge: bool,
-                stats: FrameStats, event: Callable[[str], None]) -> SourcePass:
+                stats: FrameStats, event: Callable[[str], None],
+                levels: DeepLevelCheck | None = None) -> SourcePass:
     """The source model on this frame (over both OCL views when a check is due, as the step
-    sees them). `event(name)` records an event of the frame (`camera_untrusted`)."""
+    sees them). `event(name)` records an event of the frame (`camera_untrusted`); `levels`:
+    the teacher's check, given a difference when `checks_levels`."""
     n = len(pts)
     kd_center = reference.model.cfg.kd_center
     clouds = [pts, mirror_points(pts)] if judge and uses_ocl(cfg.mode) else [pts]
@@ -64,6 +77,8 @@ def source_pass(reference: SourceReference, cfg: AdaptConfig, kd_reference: floa
     if judges_cameras(cfg, kd_reference, targets):
         targets = _trusted(cfg, kd_reference, out.feat2d[:n], targets, kd_center, frame, stats,
                            event)
+    if levels is not None and checks_levels(cfg, targets):
+        levels.record(_levels_difference(reference, cfg, levels, pts, out.feat2d[:n], targets))
     labels = None
     if cfg.w_source > 0:
         labels = SourceLabels(*sure_labels(out.logits[:n], cfg.source_confidence))
@@ -74,6 +89,21 @@ def source_pass(reference: SourceReference, cfg: AdaptConfig, kd_reference: floa
         logits = (logits[:n] + logits[n:]) / 2 if len(clouds) == 2 else logits
         check = SourceCheck(logits, loss.detach())
     return SourcePass(targets, labels, check)
+
+
+def _levels_difference(reference: SourceReference, cfg: AdaptConfig, levels: DeepLevelCheck,
+                       pts: torch.Tensor, feat2d: torch.Tensor, targets: KdTargets) -> float:
+    """The source model's KD loss on the trusted targets with the levels after the stem on
+    their averages minus with them on the source statistics; `feat2d` came from the forward
+    with them as the check now has them."""
+    center = reference.model.cfg.kd_center
+    now = levels.verdict()
+    with levels.forced(not now):
+        other = reference.forward([pts], cfg.bn_prior if cfg.bn_prior < 1.0 else None).feat2d
+    index = targets.point_index
+    on, off = (kd_loss(feat2d[index], targets.features, center),
+               kd_loss(other[index], targets.features, center))
+    return float(on - off) if now else float(off - on)
 
 
 def _trusted(cfg: AdaptConfig, kd_reference: float, feat2d: torch.Tensor, targets: KdTargets,

@@ -16,11 +16,72 @@ forward whose prediction serves (`arm`), over that frame's cloud; every copy of 
 (the source reference, the moving average, the serving copy) normalises with the same
 averages (norm.RunningTarget), so the harm guard compares weights, not normalisations. A
 reset to the source forgets the averages.
+
+The teacher's check (`target_norm_check`): a changed sensor moves every level's statistics,
+a changed scene (its class mix) mostly the deeper levels', and normalising those away then
+removes some of what tells the classes apart. The statistics alone do not tell the two
+apart (how far the stem's moved on another town overlaps range noise, where the deeper
+levels help), but the teacher does: on the cameras the harm guard trusts, the source
+model's KD loss with the deeper levels on their averages minus the loss with them on the
+source's statistics is negative where they help and positive where they cost (README, "The
+teacher's check on the normalisation"). The source pass measures that difference each
+frame; its average (weighted as the statistics' own) opens the levels after the stem while
+it is not positive.
 """
 from __future__ import annotations
 
+import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from ..model.norm import RunningTarget
 from ..model.segmentation import SegModel
+
+
+class DeepLevelCheck:
+    """Whether the levels after the stem use their averages: the average of the recorded KD
+    differences (on minus off) is not positive, or the check is off, or nothing is recorded.
+    A comparison forward may force either answer on its own thread (`forced`): under the
+    async schedule the serving thread keeps the real one."""
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.momentum = 0.01
+        self.difference: float | None = None  # the average of the recorded differences
+        self.count = 0
+        self._local = threading.local()
+
+    def __call__(self) -> bool:
+        forced = getattr(self._local, "forced", None)
+        return self.verdict() if forced is None else forced
+
+    def verdict(self) -> bool:
+        return not self.enabled or self.difference is None or self.difference <= 0.0
+
+    @contextmanager
+    def forced(self, open_: bool) -> Iterator[None]:
+        self._local.forced = open_
+        try:
+            yield
+        finally:
+            self._local.forced = None
+
+    def record(self, difference: float) -> None:
+        """One frame's KD loss with the deeper levels on their averages minus without; the
+        n-th weighs max(momentum, 1/n), as a frame does in the statistics. A non-finite one
+        (targets with NaNs) says nothing and would stay in the average for good: skipped."""
+        if not math.isfinite(difference):
+            return
+        self.count += 1
+        if self.difference is None:
+            self.difference = difference
+        else:
+            weight = max(self.momentum, 1.0 / self.count)
+            self.difference += weight * (difference - self.difference)
+
+    def clear(self) -> None:
+        self.difference, self.count = None, 0
 
 
 class TargetNorm:
@@ -33,14 +94,26 @@ class TargetNorm:
             for norm, target in zip(level, targets):
                 norm.target = target
         self.targets = [t for level in self.levels for t in level]
+        self.check = DeepLevelCheck()
+        for level in self.levels[1:]:
+            for target in level:
+                target.gate = self.check
         self.pending = False  # this frame's statistics are still to be taken in
 
-    def select(self, levels: int, momentum: float) -> None:
+    def select(self, levels: int, momentum: float, check: bool = False) -> None:
         """Normalise the first `levels` levels with their averages (0 = none), each frame
-        weighing `momentum` in the average; the others use the source statistics."""
+        weighing `momentum` in the average, the levels after the stem only while the
+        teacher's check (`check` on) finds them helping; the others use the source
+        statistics."""
         for index, level in enumerate(self.levels):
             for target in level:
                 target.use, target.momentum = index < levels, momentum
+        self.check.enabled = check and levels > 1
+        self.check.momentum = momentum
+
+    def gated(self) -> bool:
+        """Whether the check now holds the levels after the stem at the source statistics."""
+        return not self.check.verdict()
 
     def new_frame(self) -> None:
         self.pending = True
@@ -58,4 +131,5 @@ class TargetNorm:
         for target in self.targets:
             target.clear()
             target.armed = False
+        self.check.clear()
         self.pending = True

@@ -2,6 +2,7 @@
 the data the model sees now (test-time normalisation)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,11 +22,14 @@ class RunningTarget:
     moving-average and serving copies normalise as its model does.
     The tensors are replaced, never written in place: a forward on another thread reads
     either the old average or the new one.
+    `gate`: while it returns False the layer keeps taking batches in but normalises with the
+    source statistics (core/adapt/target_norm.py: the teacher's check); None = always open.
     """
 
     momentum: float = 0.1
     use: bool = False
     armed: bool = False
+    gate: Callable[[], bool] | None = None
     mean: torch.Tensor | None = None
     var: torch.Tensor | None = None
     count: int = 0
@@ -92,7 +96,8 @@ class PriorBatchNorm1d(nn.BatchNorm1d):
                 with torch.no_grad():
                     batch_var, batch_mean = torch.var_mean(x, dim=0, correction=1)
                 target.add(batch_mean, batch_var)
-            if target.mean is not None and target.var is not None:
+            if target.mean is not None and target.var is not None and (
+                    target.gate is None or target.gate()):
                 mean, var = target.mean, target.var
         if self._prior is not None and self._prior < 1.0 and x.shape[0] > 1:
             with torch.no_grad():  # statistics are constants for the gradient

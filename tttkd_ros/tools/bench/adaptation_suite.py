@@ -58,9 +58,9 @@ from tttkd_ros.tools.synth import parse_overrides as parse_world_overrides
 # one shift of each kind: sensor, calibration, weather, scene, camera
 DEFAULT_SHIFTS = ("beams32", "intensity", "fog", "town", "dark")
 UNLIMITED_MS = 1e9
-# no source in the loop, every camera trusted, no anchor
+# no source in the loop (no teacher's check of the normalisation), every camera trusted, no anchor
 _UNGUARDED = {"guard_every": 0, "guard_kd_ratio": 0.0, "guard_min_brightness": 0.0,
-              "w_source": 0.0, "anchor_weight": 0.0}
+              "w_source": 0.0, "anchor_weight": 0.0, "target_norm_check": False}
 # Suite modes built on an engine mode: name -> (that mode, the settings that define it, put
 # over everything --adapt sets; `--adapt MODE.FIELD=...` of the engine mode reaches them too).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
