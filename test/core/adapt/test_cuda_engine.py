@@ -67,7 +67,8 @@ def test_async_serves_the_adapted_weights_from_the_next_frame() -> None:
 
 @pytest.mark.parametrize("schedule", ["sync", "async"])
 def test_test_time_normalisation_keeps_its_statistics_on_the_gpu(schedule: str) -> None:
-    engine = cuda_engine(mode="kd+ocl", max_steps=1, schedule=schedule, target_norm_levels=3)
+    engine = cuda_engine(mode="kd+ocl", max_steps=1, schedule=schedule, target_norm_levels=3,
+                         target_norm_check=True)
     for seed in range(3):
         pred = engine.process(street_frame(seed=seed))
         assert (pred.labels < engine.model.cfg.num_classes).all()

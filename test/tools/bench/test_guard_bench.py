@@ -27,7 +27,6 @@ def test_rdumb_is_the_shipped_objective_reset_every_100_frames_without_the_guard
                             {"max_steps": 2}, {"kd+ocl": {"lr": 0.5}})
     shipped, rdumb, unguarded = configs["kd+ocl"], configs["rdumb"], configs["kd+ocl-unguarded"]
     assert shipped.guard_every == AdaptConfig().guard_every > 0 and shipped.reset_every == 0
-    assert shipped.target_norm_check
     assert (rdumb.mode, rdumb.reset_every, rdumb.guard_every, rdumb.guard_kd_ratio,
             rdumb.guard_min_brightness, rdumb.w_source, rdumb.anchor_weight,
             rdumb.target_norm_check) == ("kd+ocl", 100, 0, 0.0, 0.0, 0.0, 0.0, False)

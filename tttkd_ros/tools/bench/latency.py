@@ -77,8 +77,7 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-weights", default="", help="local DINOv2 weights file")
     p.add_argument("--guard-every", type=int, default=1, help="harm guard check every N "
                    "frames (adaptation.guard_every; 1 = each frame, so every timed frame "
-                   "measures it; 0 = off, and the teacher's check of the normalisation, the "
-                   "other per-frame user of the source model here, with it)")
+                   "measures it; 0 = off)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     adaptation_suite.add_arguments(p)
     p.set_defaults(func=run)
@@ -112,10 +111,8 @@ def build_engine(args: argparse.Namespace, device: torch.device) -> AdaptationEn
                                             image_height=args.teacher_height), device)
     # exactly one step per adapted frame: the budget never refuses it. No KD reference: the
     # cameras show noise, which the teacher check would (rightly) not distil from, and the
-    # step would then be timed without KD; the source pass runs on the guard's checked frames
-    # and, for the teacher's check of the normalisation, on every frame.
-    cfg = AdaptConfig(mode=args.mode, max_steps=1, budget_ms=1e9, guard_every=args.guard_every,
-                      target_norm_check=args.guard_every > 0)
+    # step would then be timed without KD; the guard's source pass runs on checked frames.
+    cfg = AdaptConfig(mode=args.mode, max_steps=1, budget_ms=1e9, guard_every=args.guard_every)
     engine = AdaptationEngine(model, cfg, teacher, device)
     warm_up(engine)
     return engine
