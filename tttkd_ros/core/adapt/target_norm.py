@@ -36,7 +36,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..model.norm import RunningTarget
+from ..model.norm import RunningTarget, average_weight
 from ..model.segmentation import SegModel
 
 
@@ -69,8 +69,8 @@ class DeepLevelCheck:
             self._local.forced = None
 
     def record(self, difference: float) -> None:
-        """One frame's KD loss with the deeper levels on their averages minus without; the
-        n-th weighs max(momentum, 1/n), as a frame does in the statistics. A non-finite one
+        """One frame's KD loss with the deeper levels on their averages minus without,
+        weighted as a frame is in the statistics (`average_weight`). A non-finite one
         (targets with NaNs) says nothing and would stay in the average for good: skipped."""
         if not math.isfinite(difference):
             return
@@ -78,7 +78,7 @@ class DeepLevelCheck:
         if self.difference is None:
             self.difference = difference
         else:
-            weight = max(self.momentum, 1.0 / self.count)
+            weight = average_weight(self.momentum, self.count)
             self.difference += weight * (difference - self.difference)
 
     def clear(self) -> None:

@@ -10,6 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def average_weight(momentum: float, count: int) -> float:
+    """Weight of the `count`-th sample in a moving average: a plain mean until 1/momentum
+    samples are in, then `momentum`, so a small momentum does not leave the first sample
+    dominating the average for long."""
+    return max(momentum, 1.0 / count)
+
+
 @dataclass(eq=False)
 class RunningTarget:
     """A moving average of one BN layer's batch statistics on the frames the model sees now,
@@ -42,7 +49,7 @@ class RunningTarget:
         if self.mean is None or self.var is None:
             self.mean, self.var = batch_mean, batch_var
         else:
-            weight = max(self.momentum, 1.0 / self.count)
+            weight = average_weight(self.momentum, self.count)
             self.mean = torch.lerp(self.mean, batch_mean, weight)
             self.var = torch.lerp(self.var, batch_var, weight)
 
