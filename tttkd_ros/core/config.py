@@ -197,6 +197,12 @@ class AdaptConfig:
     anchor_weight: float = 0.3
     reset_every: int = 0  # RDumb: back to the source every N adapted frames; 0 = never
 
+    @property
+    def step_bn_prior(self) -> float | None:
+        """The BN prior a step's forward (and the source reference's) mixes in batch
+        statistics with; None at 1.0, where the layers keep their statistics."""
+        return self.bn_prior if self.bn_prior < 1.0 else None
+
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
         checks = {

@@ -525,7 +525,7 @@ class AdaptationEngine:
         cfg = self.cfg
         n = len(pts)
         clouds = [pts, mirror_points(pts)] if uses_ocl(cfg.mode) else [pts]
-        set_bn_prior(self.model, cfg.bn_prior if cfg.bn_prior < 1.0 else None)
+        set_bn_prior(self.model, cfg.step_bn_prior)
         try:
             out = self.model(voxelize(clouds, self.model.cfg.voxel_size))
         finally:

@@ -73,7 +73,7 @@ def source_pass(reference: SourceReference, cfg: AdaptConfig, kd_reference: floa
     n = len(pts)
     kd_center = reference.model.cfg.kd_center
     clouds = [pts, mirror_points(pts)] if judge and uses_ocl(cfg.mode) else [pts]
-    out = reference.forward(clouds, cfg.bn_prior if cfg.bn_prior < 1.0 else None)
+    out = reference.forward(clouds, cfg.step_bn_prior)
     if judges_cameras(cfg, kd_reference, targets):
         targets = _trusted(cfg, kd_reference, out.feat2d[:n], targets, kd_center, frame, stats,
                            event)
@@ -99,7 +99,7 @@ def _levels_difference(reference: SourceReference, cfg: AdaptConfig, levels: Dee
     center = reference.model.cfg.kd_center
     now = levels.verdict()
     with levels.forced(not now):
-        other = reference.forward([pts], cfg.bn_prior if cfg.bn_prior < 1.0 else None).feat2d
+        other = reference.forward([pts], cfg.step_bn_prior).feat2d
     index = targets.point_index
     on, off = (kd_loss(feat2d[index], targets.features, center),
                kd_loss(other[index], targets.features, center))
