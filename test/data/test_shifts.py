@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from tttkd_ros.core.geometry import project_view
 from tttkd_ros.data.drive import SynthFrame, generate_drive
 from tttkd_ros.data.shifts import SHIFTS, apply_overrides, get_shift, list_shifts
 
@@ -130,3 +132,21 @@ def test_overrides() -> None:
         apply_overrides(config, lidar_no_such_field=1)
     with pytest.raises(ValueError):
         get_shift("no_such_shift")
+
+
+def test_surround_rig_sees_four_times_the_front_camera() -> None:
+    """`cameras=surround`: four cameras a quarter turn apart, each seeing its own part of the
+    cloud, together about four times what the front camera sees."""
+    f = frame("clean", cameras="surround")
+    assert [v.name for v in f.cameras] == ["camera", "camera_left", "camera_rear",
+                                           "camera_right"]
+    xyz = torch.tensor(f.points[:, :3], dtype=torch.float32)
+    seen = torch.stack([project_view(xyz, v).visible for v in f.cameras])
+    counts = seen.sum(dim=1)
+    assert bool((counts > 0.5 * counts[0]).all())
+    assert int(seen.sum(dim=0).max()) <= 2  # neighbours overlap only at their edges
+    left, rear = (xyz[seen[i]] for i in (1, 2))
+    assert float(left[:, 1].min()) > 0.0 and float(rear[:, 0].max()) < 0.0
+    assert float(seen.any(dim=0).float().mean()) > 3.0 * float(seen[0].float().mean())
+    with pytest.raises(ValueError, match="surround"):
+        apply_overrides(get_shift("clean"), cameras="no_such_rig")

@@ -67,6 +67,15 @@ class CameraConfig:
         xyz = np.asarray(self.xyz) - baseline * body_left
         return replace(self, name=name, xyz=tuple(float(v) for v in xyz))
 
+    def yawed(self, yaw_deg: float, name: str) -> CameraConfig:
+        """The same camera turned `yaw_deg` about the LiDAR's z axis (position and view), as
+        the other cameras of a surround rig."""
+        c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+        x, y, z = self.xyz
+        roll, pitch, yaw = self.rpy_deg
+        return replace(self, name=name, xyz=(float(c * x - s * y), float(s * x + c * y), z),
+                       rpy_deg=(roll, pitch, yaw + yaw_deg))
+
     def scaled(self, factor: float) -> CameraConfig:
         """The same camera with an image `factor` times the size (for tests and previews)."""
         if factor == 1.0:

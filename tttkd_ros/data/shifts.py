@@ -31,16 +31,30 @@ class SynthConfig:
 
 _SECTIONS = ("lidar", "town", "weather", "imaging")
 
+# Named camera sets for `cameras=NAME`: KITTI's cam2 alone, or it and three copies turned
+# 90, 180 and 270 deg (about 320 deg of the LiDAR's sweep in view instead of 80).
+CAMERA_RIGS: dict[str, tuple[CameraConfig, ...]] = {
+    "front": (CameraConfig(),),
+    "surround": (CameraConfig(), CameraConfig().yawed(90.0, "camera_left"),
+                 CameraConfig().yawed(180.0, "camera_rear"),
+                 CameraConfig().yawed(-90.0, "camera_right")),
+}
+
 
 def apply_overrides(config: SynthConfig, **overrides: Any) -> SynthConfig:
     """Replace fields: a SynthConfig field by its name (`image_scale=0.25`,
     `lidar=LidarConfig(...)`), a sub-config field as SECTION_FIELD (`lidar_beams=16`,
     `town_seed=3`, `weather_scatter_prob=0.1`, `imaging_blur_sigma=1`), and a field of
-    every camera as camera_FIELD (`camera_D=(0.1, 0, 0, 0, 0)`)."""
+    every camera as camera_FIELD (`camera_D=(0.1, 0, 0, 0, 0)`); `cameras` also takes the
+    name of a rig in CAMERA_RIGS (`cameras=surround`)."""
     top = {f.name for f in fields(SynthConfig)}
     for key, value in overrides.items():
         section, _, name = key.partition("_")
-        if key in top:
+        if key == "cameras" and isinstance(value, str):
+            if value not in CAMERA_RIGS:
+                raise ValueError(f"unknown camera rig {value!r}; known: {sorted(CAMERA_RIGS)}")
+            config = replace(config, cameras=CAMERA_RIGS[value])
+        elif key in top:
             config = replace(config, **{key: value})
         elif section in _SECTIONS and name in {f.name for f in fields(getattr(config,
                                                                               section))}:
