@@ -65,6 +65,10 @@ def test_unknown_world_setting_is_refused_before_writing(
     assert not (tmp_path / "sequences").exists()
     args = parse(["--out", str(tmp_path), "--set", "no_equals_sign"])
     assert args.func(args) == 2
+    args = parse(["--out", str(tmp_path), "--set", "cameras=surround"])
+    assert args.func(args) == 2
+    assert "at most 2" in capsys.readouterr().err
+    assert not (tmp_path / "sequences").exists()
 
 
 def test_stats_describe_the_drive_and_sit_beside_a_reference(

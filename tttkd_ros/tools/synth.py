@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..data.drive import generate_drive
-from ..data.kitti import sequence_dir, write_label_map, write_sequence
+from ..data.kitti import KITTI_CAMERAS, sequence_dir, write_label_map, write_sequence
 from ..data.shifts import SHIFTS, get_shift, list_shifts
 from ..data.stats import scan_stats, side_by_side
 from ..ros.bag import STORAGES, write_drive_bag
@@ -71,9 +71,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         overrides = parse_overrides(args.overrides)
-        get_shift(args.shift, **overrides)  # fail here on an unknown setting, not mid-drive
+        config = get_shift(args.shift, **overrides)  # fail on a bad setting before writing
     except (TypeError, ValueError) as err:
         print(f"tttkd synth: --set: {err}", file=sys.stderr)
+        return 2
+    if args.out is not None and len(config.cameras) > len(KITTI_CAMERAS):
+        print(f"tttkd synth: this world has {len(config.cameras)} cameras and the SemanticKITTI "
+              f"layout holds at most {len(KITTI_CAMERAS)}; use fewer cameras, or --stats "
+              f"without --out (the benchmarks take a larger rig: tttkd bench --world)",
+              file=sys.stderr)
         return 2
     if args.out is None:
         return _print_stats(list(frames_of(args, overrides)), args, reference)
