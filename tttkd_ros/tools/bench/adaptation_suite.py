@@ -100,7 +100,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--window", type=int, default=50, help="stability: frames per window")
     g.add_argument("--world", action="append", default=[], metavar="KEY=VALUE",
                    help=f"synthetic-world setting (default {BENCH_WORLD}); "
-                        f"cameras=surround adds three cameras around the front one")
+                        "cameras=surround adds three cameras around the front one")
     g.add_argument("--adapt", action="append", default=[], metavar="[MODE.]FIELD=VALUE",
                    help="AdaptConfig override for every mode or one (as tttkd eval --set)")
     g.add_argument("--variant", action="append", default=[], dest="variants",
