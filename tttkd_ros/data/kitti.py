@@ -183,10 +183,16 @@ def _write_frame(path: Path, stem: str, frame) -> None:
         Image.fromarray(np.asarray(view.image, dtype=np.uint8)).save(path / folder / f"{stem}.png")
 
 
+def check_camera_count(count: int) -> None:
+    """ValueError when `count` cameras do not fit the layout's image folders."""
+    if count > len(KITTI_CAMERAS):
+        raise ValueError(f"the KITTI layout holds at most {len(KITTI_CAMERAS)} cameras, "
+                         f"not {count}")
+
+
 def _calibration(cameras: list[CameraView]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(Tr, calib.txt entries) with cam0 placed at the first camera."""
-    if len(cameras) > len(KITTI_CAMERAS):
-        raise ValueError(f"the KITTI layout holds at most {len(KITTI_CAMERAS)} cameras")
+    check_camera_count(len(cameras))
     if not cameras:
         identity = np.eye(4)
         return identity, {"P0": identity, "P1": identity, "P2": identity, "P3": identity,

@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..data.drive import generate_drive
-from ..data.kitti import KITTI_CAMERAS, sequence_dir, write_label_map, write_sequence
+from ..data.kitti import check_camera_count, sequence_dir, write_label_map, write_sequence
 from ..data.shifts import SHIFTS, get_shift, list_shifts
 from ..data.stats import scan_stats, side_by_side
 from ..ros.bag import STORAGES, write_drive_bag
@@ -75,14 +75,14 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as err:
         print(f"tttkd synth: --set: {err}", file=sys.stderr)
         return 2
-    if args.out is not None and len(config.cameras) > len(KITTI_CAMERAS):
-        print(f"tttkd synth: this world has {len(config.cameras)} cameras and the SemanticKITTI "
-              f"layout holds at most {len(KITTI_CAMERAS)}; use fewer cameras, or --stats "
-              f"without --out (the benchmarks take a larger rig: tttkd bench --world)",
-              file=sys.stderr)
-        return 2
     if args.out is None:
         return _print_stats(list(frames_of(args, overrides)), args, reference)
+    try:
+        check_camera_count(len(config.cameras))
+    except ValueError as err:
+        print(f"tttkd synth: {err}; use fewer cameras, or --stats without --out (the "
+              "benchmarks take a larger rig: tttkd bench --world)", file=sys.stderr)
+        return 2
     bag = args.out / "bags" / args.sequence
     if args.bag and bag.exists():
         print(f"tttkd synth: {bag} exists; remove it or choose another --sequence",
