@@ -34,7 +34,7 @@ _SECTIONS = ("lidar", "town", "weather", "imaging")
 # Named camera sets for `cameras=NAME`: KITTI's cam2 alone, or it and three copies turned
 # 90, 180 and 270 deg (about 320 deg of the LiDAR's sweep in view instead of 80).
 CAMERA_RIGS: dict[str, tuple[CameraConfig, ...]] = {
-    "front": (CameraConfig(),),
+    "front": SynthConfig().cameras,
     "surround": (CameraConfig(), CameraConfig().yawed(90.0, "camera_left"),
                  CameraConfig().yawed(180.0, "camera_rear"),
                  CameraConfig().yawed(-90.0, "camera_right")),
