@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tttkd_ros.core.config import AdaptConfig, TeacherConfig
 from tttkd_ros.core.labels import CLASS_NAMES, raw_to_train_lut
@@ -69,6 +70,9 @@ def test_short_run_lowers_loss_and_writes_a_loadable_checkpoint(data: Path, tmp_
     with pytest.warns(UserWarning, match="does not match the one"):
         load_engine(str(out), AdaptConfig(), TeacherConfig(image_height=56,
                                                            allow_mismatch=True), "cpu")
+    shares = load_checkpoint(out, "cpu").class_shares  # the training voxels' class mix
+    assert shares is not None and float(shares.sum()) == pytest.approx(1.0)
+    assert torch.equal(loaded.engine.target_norm.class_shares, shares)
     frame = next(generate_drive("clean", frames=1, seed=9, **TINY))
     pred = loaded.engine.process(frame.to_frame())
     assert pred.labels.shape == (len(frame.points),) and (pred.labels < 19).all()
@@ -84,17 +88,32 @@ def test_resume_continues_from_the_last_epoch(data: Path, tmp_path: Path) -> Non
     assert resumed["history"][0] == first["history"][0]
 
 
-def test_balanced_weights_favour_rare_classes() -> None:
-    class Frame:  # only the labels matter
-        def __init__(self, labels: np.ndarray) -> None:
-            self.labels = labels
+class LabelledCloud:  # what the class statistics read of a training frame
+    def __init__(self, labels: np.ndarray, points: np.ndarray | None = None) -> None:
+        self.labels = labels
+        self.points = points
 
+
+def test_class_shares_count_each_voxel_once_split_among_its_points_classes() -> None:
+    """Voxel 0.2 m: three road points in one voxel, a road and a pole point in a second, a
+    pole point in a third and an unlabelled point in a fourth: road 1.5, pole 1.5 voxels."""
+    xyz = [[0.01, 0, 0], [0.02, 0, 0], [0.03, 0, 0], [1.01, 0, 0], [1.02, 0, 0],
+           [2.01, 0, 0], [3.01, 0, 0]]
+    points = np.c_[np.array(xyz, np.float32), np.zeros(7, np.float32)]
+    raw = np.array([40, 40, 40, 40, 80, 80, 0], dtype=np.uint32)  # road 8, pole 17, unlabelled
+    shares = train.class_shares([LabelledCloud(raw, points)], raw_to_train_lut(), 19, 0.2)
+    assert shares[8] == pytest.approx(0.5) and shares[17] == pytest.approx(0.5)
+    assert sum(shares) == pytest.approx(1.0)
+
+
+def test_balanced_weights_favour_rare_classes() -> None:
     raw = np.array([40] * 90 + [80] * 10, dtype=np.uint32)  # road (train 8) and pole (17)
-    weights = train.balanced_weights([Frame(raw)], raw_to_train_lut(), 19, power=0.5).numpy()
+    weights = train.balanced_weights([LabelledCloud(raw)], raw_to_train_lut(), 19,
+                                     power=0.5).numpy()
     assert weights[17] > weights[8]
     assert np.isclose(weights[17] / weights[8], 3.0)  # (0.9 / 0.1) ** 0.5
     assert np.isclose(weights[[8, 17]].mean(), 1.0) and weights[0] == 1.0
-    assert np.allclose(train.balanced_weights([Frame(raw)], raw_to_train_lut(), 19,
+    assert np.allclose(train.balanced_weights([LabelledCloud(raw)], raw_to_train_lut(), 19,
                                               power=0.0).numpy(), 1.0)
 
 

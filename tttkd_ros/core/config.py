@@ -118,6 +118,10 @@ class AdaptConfig:
     # it fixed the unseen towns of the validation drives, but on the reported beams32 drive
     # it held the levels that gain there (README, "The teacher's check on the normalisation").
     target_norm_check: bool = False
+    # Each frame's statistics weighted towards the training class mix (the checkpoint's class
+    # shares; without them, plain): a sensor change moves them, a scene's class mix much less
+    # (core/adapt/class_mix.py).
+    target_norm_balance: bool = False
     seed: int = 0
     # Safety (core/adapt/safety.py). A cloud with more points than max_points is grid-subsampled
     # for the model and every point takes its cell's label; 0 = no cap.

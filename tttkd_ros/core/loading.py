@@ -54,8 +54,13 @@ def load_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,
     # the KD level reached in training is a yardstick only for the teacher it was reached with
     kd_reference = (loaded.teacher or {}).get("kd_loss") if same_teacher else None
     probe = TeacherProbe.from_extra(loaded.extra) if same_teacher else None
+    if adapt.target_norm_balance and loaded.class_shares is None:
+        warnings.warn(f"{checkpoint} records no training class shares, so target_norm_balance "
+                      "has no class mix to weigh towards and the test-time statistics stay "
+                      "plain; a checkpoint written by this release's tttkd train has them",
+                      stacklevel=2)
     engine = AdaptationEngine(loaded.model, adapt, dino, device, loaded.intensity, kd_reference,
-                              probe)
+                              probe, loaded.class_shares)
     return LoadedEngine(engine, loaded.class_names, loaded.palette)
 
 

@@ -149,6 +149,11 @@ ADAPTATION: dict[str, Spec] = {
                               "while, on the trusted cameras, the source model's KD loss is "
                               "lower with them than with the source statistics (one more source "
                               "forward a frame).", read_only=False),
+    "target_norm_balance": Spec(_ADAPT.target_norm_balance, "Test-time normalisation weighs "
+                                "each frame's voxels towards the training class mix (the "
+                                "checkpoint's class shares; plain without them), so a scene "
+                                "with other classes moves the statistics less than a changed "
+                                "sensor does.", read_only=False),
     "seed": Spec(_ADAPT.seed, "Seed of the stochastic restoration.", 0, 2**31 - 1),
     "spike_factor": Spec(_ADAPT.spike_factor, "A step whose loss exceeds its recent median by "
                          "more than spike_factor robust deviations (and spike_min_delta) is "

@@ -34,7 +34,7 @@ from tttkd_ros.core.frame import CameraView
 from tttkd_ros.core.intensity import IntensityReference
 from tttkd_ros.core.labels import IGNORE_INDEX
 from tttkd_ros.core.metrics import ConfusionMatrix
-from tttkd_ros.core.model.checkpoint import load_checkpoint, save_checkpoint
+from tttkd_ros.core.model.checkpoint import CLASS_SHARES_KEY, load_checkpoint, save_checkpoint
 from tttkd_ros.core.model.feature_cache import FeatureCache
 from tttkd_ros.core.model.segmentation import build_model
 from tttkd_ros.core.model.teacher import DinoTeacher, teacher_fingerprint
@@ -188,7 +188,9 @@ def train(args: argparse.Namespace) -> dict:
                                     args.class_balance).to(device)
     # the units the model learns intensity in, so that inputs in others can be scaled to them
     extra = {"intensity": IntensityReference.of(f.points[:, 3] for f in train_frames).to_dict(),
-             "teacher": teacher_record(tcfg)}
+             "teacher": teacher_record(tcfg),
+             CLASS_SHARES_KEY: class_shares(train_frames, lut, mcfg.num_classes,
+                                            mcfg.voxel_size)}
     if teacher is not None and rank == 0:  # the probe depends on the teacher, not the model
         probe = teacher_probe(train_frames, teacher, lut, mcfg.num_classes, device)
         if probe is not None:
@@ -297,6 +299,20 @@ def balanced_weights(frames, lut: np.ndarray, num_classes: int, power: float) ->
         train_ids = lut[np.asarray(frame.labels, np.uint32) & 0xFFFF]
         counts += np.bincount(train_ids[train_ids < num_classes], minlength=num_classes)
     return class_balance_weights(torch.from_numpy(counts), power).float()
+
+
+def class_shares(frames, lut: np.ndarray, num_classes: int, voxel_size: float) -> list[float]:
+    """Each class's share of the frames' labelled voxels, a voxel counted once and split
+    among its points' classes (core/adapt/class_mix.py weighs test-time statistics by it)."""
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for frame in frames:
+        train_ids = torch.from_numpy(lut[np.asarray(frame.labels, np.uint32) & 0xFFFF]
+                                     .astype(np.int64))
+        grid = voxelize([torch.from_numpy(np.asarray(frame.points, np.float32))], voxel_size)
+        per_voxel = torch.bincount(grid.inverse).double()
+        labelled = train_ids < num_classes
+        counts.index_add_(0, train_ids[labelled], 1.0 / per_voxel[grid.inverse[labelled]])
+    return (counts / counts.sum().clamp_min(1.0)).tolist()
 
 
 def _train_step(net, model, batch, lut: np.ndarray, teacher, args, augment: AugmentConfig,

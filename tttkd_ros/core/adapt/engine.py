@@ -89,14 +89,16 @@ class AdaptationEngine:
     the KD loss the checkpoint reached in training with this teacher (its
     `extra["teacher"]["kd_loss"]`), the level a trustworthy camera's targets stay near; None
     trusts every camera. probe: the checkpoint's teacher probe (labels from the KD targets,
-    for w_probe), None without one.
+    for w_probe), None without one. class_shares: the training data's class shares (the
+    checkpoint's), for `target_norm_balance`; None leaves the statistics plain.
     """
 
     def __init__(self, model: SegModel, cfg: AdaptConfig, teacher=None,
                  device: torch.device | str = "cpu",
                  intensity: IntensityReference | None = None,
                  kd_reference: float | None = None,
-                 probe: TeacherProbe | None = None) -> None:
+                 probe: TeacherProbe | None = None,
+                 class_shares: torch.Tensor | None = None) -> None:
         cfg.validate()
         self.device = torch.device(device)
         self.intensity = intensity or IntensityReference()
@@ -105,7 +107,7 @@ class AdaptationEngine:
         self.intensity_mismatch: tuple[float, float] | None = None
         self.model = model.to(self.device).eval()
         # before any copy of the model is made, so that every copy shares the statistics
-        self.target_norm = TargetNorm(self.model)
+        self.target_norm = TargetNorm(self.model, class_shares)
         # the source model: the guard's reference; its weights are the source snapshot
         self.reference = SourceReference(self.model)
         self.source = self.reference.params
@@ -265,7 +267,8 @@ class AdaptationEngine:
 
         adapting, background = self.adapting, self.background
         self.target_norm.select(self.cfg.target_norm_levels if adapting else 0,
-                                self.cfg.target_norm_momentum, self.cfg.target_norm_check)
+                                self.cfg.target_norm_momentum, self.cfg.target_norm_check,
+                                self.cfg.target_norm_balance)
         if adapting:
             self.target_norm.new_frame()
             self._periodic_reset(stats)

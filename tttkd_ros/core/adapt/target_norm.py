@@ -36,8 +36,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
+
 from ..model.norm import RunningTarget, average_weight
 from ..model.segmentation import SegModel
+from .class_mix import ClassMixCommit
 
 
 class DeepLevelCheck:
@@ -88,27 +91,37 @@ class DeepLevelCheck:
 class TargetNorm:
     """The running target statistics of `model`'s encoder levels (0 = the stem)."""
 
-    def __init__(self, model: SegModel) -> None:
+    def __init__(self, model: SegModel, class_shares: torch.Tensor | None = None) -> None:
+        """class_shares: the training data's class shares (the checkpoint's), which
+        `balance` weighs the statistics towards; None = no balancing."""
         norms = model.backbone.encoder_norms()
         self.levels = [[RunningTarget() for _ in level] for level in norms]
         for level, targets in zip(norms, self.levels):
             for norm, target in zip(level, targets):
                 norm.target = target
         self.targets = [t for level in self.levels for t in level]
+        self.class_shares = class_shares
+        self.commit = ClassMixCommit(self.levels)
+        model.after_forward = self.commit
         self.check = DeepLevelCheck()
         for level in self.levels[1:]:
             for target in level:
                 target.gate = self.check
         self.pending = False  # this frame's statistics are still to be taken in
 
-    def select(self, levels: int, momentum: float, check: bool = False) -> None:
+    def select(self, levels: int, momentum: float, check: bool = False,
+               balance: bool = False) -> None:
         """Normalise the first `levels` levels with their averages (0 = none), each frame
         weighing `momentum` in the average, the levels after the stem only while the
         teacher's check (`check` on) finds them helping; the others use the source
-        statistics."""
+        statistics. `balance`: each frame's statistics weighted towards the training class
+        mix (class_mix.py), when the training class shares are known."""
+        deferred = balance and self.class_shares is not None
+        self.commit.reference = self.class_shares if deferred else None
         for index, level in enumerate(self.levels):
             for target in level:
                 target.use, target.momentum = index < levels, momentum
+                target.deferred = deferred
         self.check.enabled = check and levels > 1
         self.check.momentum = momentum
 
@@ -125,7 +138,7 @@ class TargetNorm:
         if self.pending:
             self.pending = False
             for target in self.targets:
-                target.armed = target.use
+                target.armed, target.pending = target.use, None
 
     def clear(self) -> None:
         """Forget the averages (a reset to the source); the next armed batch starts them."""

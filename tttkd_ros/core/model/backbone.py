@@ -98,6 +98,7 @@ class SparseUNet(nn.Module):
         self.enc = nn.ModuleList()
         self.up = nn.ModuleList()
         self.dec = nn.ModuleList()
+        self.level_indices: list[torch.Tensor] = []  # set by each forward
         for s in range(NUM_STAGES):
             self.down.append(spconv.SparseSequential(
                 spconv.SparseConv3d(skip[s], enc[s], 2, stride=2, bias=False,
@@ -130,6 +131,8 @@ class SparseUNet(nn.Module):
         for down, enc in zip(self.down, self.enc):
             skips.append(x)
             x = enc(down(x))
+        # each encoder level's voxel coordinates, as `encoder_norms` orders the levels
+        self.level_indices = [skip.indices for skip in skips] + [x.indices]
         for s in reversed(range(NUM_STAGES)):
             x = self.up[s](x)
             x = x.replace_feature(torch.cat([x.features, skips[s].features], dim=1))

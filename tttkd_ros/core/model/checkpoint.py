@@ -19,6 +19,8 @@ from .segmentation import SegModel, build_model
 FORMAT = "tttkd_ros.checkpoint"
 VERSION = 1
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor)
+# extra's key of the training data's class shares (core/adapt/class_mix.py)
+CLASS_SHARES_KEY = "class_shares"
 _REQUIRED = ("model_config", "class_names", "palette", "teacher_name", "feat_dim", "state_dict")
 
 
@@ -46,6 +48,17 @@ class LoadedCheckpoint:
         """The intensities the model was trained on (`tttkd train` records them; 0..1 for
         checkpoints from before)."""
         return IntensityReference.from_dict(self.extra.get("intensity"))
+
+    @property
+    def class_shares(self) -> torch.Tensor | None:
+        """(C,) share of each class among the training data's labelled voxels (`tttkd train`
+        records them); None for checkpoints from before, or shares that do not fit."""
+        shares = self.extra.get(CLASS_SHARES_KEY)
+        if shares is None or len(shares) != len(self.class_names):
+            return None
+        shares = torch.tensor(shares, dtype=torch.float32)
+        usable = bool(torch.isfinite(shares).all() and (shares >= 0).all() and shares.sum() > 0)
+        return shares / shares.sum() if usable else None
 
 
 def _check_plain(value: object, where: str) -> None:

@@ -29,6 +29,8 @@ class RunningTarget:
     moving-average and serving copies normalise as its model does.
     The tensors are replaced, never written in place: a forward on another thread reads
     either the old average or the new one.
+    `deferred`: an armed layer keeps its batch in `pending` instead, for whoever weighs its
+    rows once the forward's predictions exist (core/adapt/class_mix.py).
     `gate`: while it returns False the layer keeps taking batches in but normalises with the
     source statistics (core/adapt/target_norm.py: the teacher's check); None = always open.
     """
@@ -36,6 +38,8 @@ class RunningTarget:
     momentum: float = 0.1
     use: bool = False
     armed: bool = False
+    deferred: bool = False
+    pending: torch.Tensor | None = None
     gate: Callable[[], bool] | None = None
     mean: torch.Tensor | None = None
     var: torch.Tensor | None = None
@@ -54,7 +58,7 @@ class RunningTarget:
             self.var = torch.lerp(self.var, batch_var, weight)
 
     def clear(self) -> None:
-        self.mean = self.var = None
+        self.mean = self.var = self.pending = None
         self.count = 0
 
 
@@ -100,9 +104,12 @@ class PriorBatchNorm1d(nn.BatchNorm1d):
         if target is not None:
             if target.armed and x.shape[0] > 1:
                 target.armed = False
-                with torch.no_grad():
-                    batch_var, batch_mean = torch.var_mean(x, dim=0, correction=1)
-                target.add(batch_mean, batch_var)
+                if target.deferred:
+                    target.pending = x.detach()
+                else:
+                    with torch.no_grad():
+                        batch_var, batch_mean = torch.var_mean(x, dim=0, correction=1)
+                    target.add(batch_mean, batch_var)
             if target.mean is not None and target.var is not None and (
                     target.gate is None or target.gate()):
                 mean, var = target.mean, target.var

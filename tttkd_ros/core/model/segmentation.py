@@ -1,6 +1,7 @@
 """The segmentation model: backbone psi with the class head rho_Y and the 2D head rho_2D."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -50,6 +51,9 @@ class SegModel(nn.Module):
         width = self.backbone.out_channels
         self.head_cls = build_head(cfg.head, width, cfg.num_classes)
         self.head_2d = build_head(cfg.head, width, cfg.feat_dim)
+        # called with the encoder levels' voxel coordinates and the voxel logits after each
+        # forward (core/adapt/class_mix.py: test-time statistics weighted by class)
+        self.after_forward: Callable[[list[torch.Tensor], torch.Tensor], None] | None = None
 
     def forward(self, grid: VoxelGrid) -> SegOutput:
         if not self.cfg.use_intensity:
@@ -59,6 +63,8 @@ class SegModel(nn.Module):
         feats = self.backbone(grid.to_sparse_tensor()).features  # (M, F), rows of grid.coords
         voxel_logits = self.head_cls(feats)
         voxel_feat2d = self.head_2d(feats)
+        if self.after_forward is not None:
+            self.after_forward(self.backbone.level_indices, voxel_logits)
         return SegOutput(logits=voxel_logits[grid.inverse], feat2d=voxel_feat2d[grid.inverse],
                          voxel_logits=voxel_logits, voxel_feat2d=voxel_feat2d,
                          voxel_features=feats)
