@@ -118,6 +118,21 @@ def test_every_used_level_takes_each_frame_in_once(order: str) -> None:
     assert all(t.count == 2 and t.pending is None for t in used)
 
 
+def test_the_async_schedule_weighs_each_forward_its_own_rows() -> None:
+    """The serving forward and the background's adapting one share the averages."""
+    e = balanced_engine(torch.full((19,), 1.0 / 19), target_norm_balance=True,
+                        schedule="async", lr=1e-3)
+    try:
+        for seed in range(5):
+            e.process(frame(seed))
+        e.background.pending.result(60)
+        e.process(frame(5))  # a failure of the last adaptation surfaces here
+    finally:
+        e.close()
+    used = [t for level in e.target_norm.levels[:3] for t in level]
+    assert all(t.count >= 5 and torch.isfinite(t.mean).all() for t in used)
+
+
 def test_a_checkpoint_without_class_shares_is_loaded_with_a_warning(tmp_path) -> None:
     model = build_model(ModelConfig(backbone="tiny", voxel_size=0.2), "cpu")
     path = tmp_path / "old.pt"

@@ -16,6 +16,8 @@ ends. That forward normalises with the average of the frames before it.
 """
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from ..model.norm import RunningTarget
@@ -83,7 +85,12 @@ class ClassMixCommit:
     def __call__(self, level_indices: list[torch.Tensor], voxel_logits: torch.Tensor) -> None:
         """level_indices[l]: (M_l, 4) coordinates of level l's voxels (0 = the stem, whose rows
         are voxel_logits')."""
-        if not any(t.pending is not None for level in self.levels for t in level):
+        # under the async schedule the serving forward and the adapting one may each have
+        # taken some levels' batches in: each weighs its own rows
+        thread = threading.get_ident()
+        mine = [[t.pending is not None and t.pending_thread == thread for t in level]
+                for level in self.levels]
+        if not any(any(level) for level in mine):
             return
         if self.reference is None:
             raise RuntimeError("a batch norm kept its batch for class-mix weights, but no "
@@ -93,8 +100,8 @@ class ClassMixCommit:
             for index, (targets, indices) in enumerate(zip(self.levels, level_indices)):
                 if index > 0:
                     weights = coarser_weights(level_indices[index - 1], weights, indices)
-                for target in targets:
-                    if target.pending is not None:
+                for target, own in zip(targets, mine[index]):
+                    if own:
                         var, mean = weighted_var_mean(target.pending, weights)
                         target.add(mean, var)
                         target.pending = None

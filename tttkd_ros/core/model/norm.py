@@ -2,6 +2,7 @@
 the data the model sees now (test-time normalisation)."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,8 +30,9 @@ class RunningTarget:
     moving-average and serving copies normalise as its model does.
     The tensors are replaced, never written in place: a forward on another thread reads
     either the old average or the new one.
-    `deferred`: an armed layer keeps its batch in `pending` instead, for whoever weighs its
-    rows once the forward's predictions exist (core/adapt/class_mix.py).
+    `deferred`: an armed layer keeps its batch in `pending` instead, with the thread whose
+    forward it came from (`pending_thread`), for that forward to weigh its rows once its
+    predictions exist (core/adapt/class_mix.py).
     `gate`: while it returns False the layer keeps taking batches in but normalises with the
     source statistics (core/adapt/target_norm.py: the teacher's check); None = always open.
     """
@@ -40,6 +42,7 @@ class RunningTarget:
     armed: bool = False
     deferred: bool = False
     pending: torch.Tensor | None = None
+    pending_thread: int = 0
     gate: Callable[[], bool] | None = None
     mean: torch.Tensor | None = None
     var: torch.Tensor | None = None
@@ -105,7 +108,7 @@ class PriorBatchNorm1d(nn.BatchNorm1d):
             if target.armed and x.shape[0] > 1:
                 target.armed = False
                 if target.deferred:
-                    target.pending = x.detach()
+                    target.pending, target.pending_thread = x.detach(), threading.get_ident()
                 else:
                     with torch.no_grad():
                         batch_var, batch_mean = torch.var_mean(x, dim=0, correction=1)
