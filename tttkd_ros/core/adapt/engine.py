@@ -26,7 +26,8 @@ Test-time normalisation (core/adapt/target_norm.py): while adapting, the encoder
 levels normalise with a moving average of the frames' own statistics, taken in by the
 forward that predicts each frame; with `target_norm_check` the levels after the stem only
 while the teacher finds them helping (the source pass measures it; event `target_norm_gated`
-while they stay on the source's statistics); a reset forgets both.
+while they stay on the source's statistics); with `target_norm_balance` each frame's voxels
+weigh towards the training class mix (core/adapt/class_mix.py); a reset forgets both.
 """
 from __future__ import annotations
 

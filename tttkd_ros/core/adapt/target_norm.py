@@ -15,7 +15,9 @@ normalisation"). No gradient is involved: the average is updated once per frame,
 forward whose prediction serves (`arm`), over that frame's cloud; every copy of the model
 (the source reference, the moving average, the serving copy) normalises with the same
 averages (norm.RunningTarget), so the harm guard compares weights, not normalisations. A
-reset to the source forgets the averages.
+reset to the source forgets the averages. With `target_norm_balance` a frame's statistics
+weigh its voxels towards the training class mix (class_mix.py) and join the averages once
+that forward has predicted the frame.
 
 The teacher's check (`target_norm_check`): a changed sensor moves every level's statistics,
 a changed scene (its class mix) mostly the deeper levels', and normalising those away then
