@@ -11,7 +11,7 @@ import torch
 
 from tttkd_ros.core.config import AdaptConfig, TeacherConfig
 from tttkd_ros.core.loading import load_engine
-from tttkd_ros.core.model.checkpoint import load_checkpoint
+from tttkd_ros.core.model.checkpoint import CLASS_SHARES_KEY, load_checkpoint, save_checkpoint
 from tttkd_ros.core.model.teacher_probe import TeacherProbe
 from tttkd_ros.data.drive import generate_drive
 from tttkd_ros.data.kitti import write_sequence
@@ -76,3 +76,24 @@ def test_probe_refuses_another_teacher(data: Path, tmp_path: Path) -> None:
                 "--teacher-weights", str(weights))
     with pytest.raises(SystemExit, match="not the teacher the checkpoint was trained with"):
         args.func(args)
+
+
+def test_shares_only_records_the_class_shares_of_an_older_checkpoint(data: Path,
+                                                                      tmp_path: Path) -> None:
+    """A checkpoint from before tttkd train recorded class shares gets them, and nothing
+    else: no teacher is needed and the weights and the rest stay as they were."""
+    plain = train(data, tmp_path / "plain.pt", "--kd-weight", "0")
+    before = load_checkpoint(plain, "cpu")
+    older = tmp_path / "older.pt"
+    save_checkpoint(older, before.model, before.cfg, class_names=before.class_names,
+                    palette=before.palette, teacher_name=before.teacher_name,
+                    extra={k: v for k, v in before.extra.items() if k != CLASS_SHARES_KEY})
+    assert load_checkpoint(older, "cpu").class_shares is None
+    args = tool("probe", "--checkpoint", str(older), "--data", str(data), "--train-seqs",
+                "00", "--shares-only", "--teacher-weights", str(tmp_path / "absent.pth"))
+    assert args.func(args) == 0
+    after = load_checkpoint(older, "cpu")
+    torch.testing.assert_close(after.class_shares, before.class_shares)
+    assert TeacherProbe.from_extra(after.extra) is None
+    assert all(torch.equal(before.model.state_dict()[k], v)
+               for k, v in after.model.state_dict().items())

@@ -57,7 +57,8 @@ def load_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,
     if adapt.target_norm_balance and loaded.class_shares is None:
         warnings.warn(f"{checkpoint} records no training class shares, so target_norm_balance "
                       "has no class mix to weigh towards and the test-time statistics stay "
-                      "plain; a checkpoint written by this release's tttkd train has them",
+                      "plain; add them with `tttkd probe --checkpoint FILE --data "
+                      "TRAINING_DATA --shares-only` (tttkd train records them)",
                       stacklevel=2)
     engine = AdaptationEngine(loaded.model, adapt, dino, device, loaded.intensity, kd_reference,
                               probe, loaded.class_shares)
