@@ -74,6 +74,9 @@ class DemoSettings:
     epochs: int = 3  # the pairing's length; no time limit, for the same reason
     lr: float = 1e-3
     kd_features: str = "centred"  # tttkd train --kd-features
+    # what tttkd train writes into the checkpoint (2: the class shares test-time normalisation
+    # weighs by), so that a cache from an older release is rebuilt rather than used without
+    checkpoint_format: int = 2
     lidar_shift: str = DEFAULT_LIDAR_SHIFT
     camera_shift: str = DEFAULT_CAMERA_SHIFT
     target_frames: int = FULL_TARGET_FRAMES
