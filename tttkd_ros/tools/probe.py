@@ -68,12 +68,13 @@ def add_probe(args: argparse.Namespace) -> dict:
     if not frames:
         raise SystemExit(f"no training frames found in {args.data} (sequences "
                          f"{args.train_seqs})")
-    shares = class_shares(frames, classes.lut(), len(loaded.class_names), loaded.cfg.voxel_size)
+    lut = classes.lut()
+    shares = class_shares(frames, lut, len(loaded.class_names), loaded.cfg.voxel_size)
     extra = {**loaded.extra, CLASS_SHARES_KEY: shares}
     out = Path(args.out or args.checkpoint)
     summary: dict = {"checkpoint": str(out)}
     if not args.shares_only:
-        probe, teacher = _fit_probe(args, loaded, frames, classes.lut(), device)
+        probe, teacher = _fit_probe(args, loaded, frames, lut, device)
         extra = {**extra, EXTRA_KEY: probe.to_extra(), "teacher": teacher}
         summary["probe_accuracy"] = round(probe.accuracy, 4)
     save_checkpoint(out, loaded.model, loaded.cfg, class_names=loaded.class_names,

@@ -108,7 +108,8 @@ class AdaptationEngine:
         self.intensity_mismatch: tuple[float, float] | None = None
         self.model = model.to(self.device).eval()
         # before any copy of the model is made, so that every copy shares the statistics
-        self.target_norm = TargetNorm(self.model, class_shares)
+        self.target_norm = TargetNorm(  # shares on the device once, not per frame
+            self.model, None if class_shares is None else class_shares.to(self.device))
         # the source model: the guard's reference; its weights are the source snapshot
         self.reference = SourceReference(self.model)
         self.source = self.reference.params
