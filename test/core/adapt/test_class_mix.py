@@ -21,6 +21,7 @@ from tttkd_ros.core.config import AdaptConfig, ModelConfig, TeacherConfig
 from tttkd_ros.core.labels import CLASS_NAMES
 from tttkd_ros.core.loading import load_engine
 from tttkd_ros.core.model.checkpoint import save_checkpoint
+from tttkd_ros.core.model.norm import PriorBatchNorm1d, RunningTarget
 from tttkd_ros.core.model.segmentation import build_model
 from tttkd_ros.core.model.voxelize import voxelize
 
@@ -94,18 +95,50 @@ def test_the_engine_takes_the_frame_in_weighted_by_its_predicted_classes() -> No
     torch.testing.assert_close(stem[2].mean, stem[0].mean)  # no shares: the plain mean
     assert not torch.allclose(stem[1].mean, stem[0].mean)
     # recompute the weighted mean from the stem norm's input rows (the voxels) and the
-    # prediction that took the frame in, made with the source statistics (none before it)
-    balanced.target_norm.select(0, 0.01)
+    # prediction that took the frame in, which normalised with the frame's plain statistics:
+    # the plain engine's average after that one frame (the weights are the same, lr 0)
     kept: dict[str, torch.Tensor] = {}
-    norm = balanced.model.backbone.stem[1]
-    norm.register_forward_hook(lambda m, args, out: kept.setdefault("x", args[0].detach()))
+    norm = plain.model.backbone.stem[1]
+    norm.register_forward_hook(lambda m, args, out: kept.update(x=args[0].detach()))
     with torch.no_grad():
-        out = balanced.model(voxelize([torch.from_numpy(frame(0).points)], 0.2))
+        out = plain.model(voxelize([torch.from_numpy(frame(0).points)], 0.2))
     weights = voxel_weights(out.voxel_logits, shares)
     assert weights.std() > 0  # the classes are not equally common in the frame
     _, expected = weighted_var_mean(kept["x"], weights)
     torch.testing.assert_close(stem[1].mean, expected, rtol=1e-4, atol=1e-5)
     assert all(t.mean is None for level in balanced.target_norm.levels[3:] for t in level)
+
+
+def test_a_kept_batch_is_normalised_as_if_it_had_joined_the_average() -> None:
+    """The forward that keeps its batch for weighting normalises with the average moved by
+    the batch's plain statistics, as a layer without weighting would, and leaves the
+    average itself for the weighted commit."""
+    torch.manual_seed(0)
+    x = torch.randn(50, 4) * 3.0 + 1.0
+    outputs, targets = [], []
+    for deferred in (False, True):
+        norm = PriorBatchNorm1d(4).eval()
+        target = RunningTarget(momentum=0.1, use=True, armed=True, deferred=deferred,
+                               mean=torch.zeros(4), var=torch.ones(4), count=3)
+        norm.target = target
+        outputs.append(norm(x))
+        targets.append(target)
+    var, mean = torch.var_mean(x, dim=0, correction=1)
+    weight = 1.0 / 4  # the fourth batch of a plain mean (1 / momentum is 10)
+    expected = torch.nn.functional.batch_norm(
+        x, weight * mean, torch.lerp(torch.ones(4), var, weight), eps=norm.eps)
+    torch.testing.assert_close(outputs[0], expected)
+    torch.testing.assert_close(outputs[1], expected)
+    assert targets[1].count == 3 and torch.equal(targets[1].mean, torch.zeros(4))
+    assert torch.equal(targets[1].pending, x)
+
+
+def test_the_first_frame_is_served_as_without_weights() -> None:
+    shares = torch.full((19,), 1.0 / 19)
+    first = [balanced_engine(shares, target_norm_balance=balance).process(frame(0))
+             for balance in (False, True)]
+    np.testing.assert_array_equal(first[0].labels, first[1].labels)
+    np.testing.assert_allclose(first[0].confidence, first[1].confidence, rtol=1e-5)
 
 
 @pytest.mark.parametrize("order", ["adapt_then_predict", "predict_then_adapt"])

@@ -12,7 +12,9 @@ moves them, a changed class mix much less. The training shares are the checkpoin
 The weights need the frame's predictions, which exist only after the forward that takes the
 frame in: its batch norms keep their inputs (`RunningTarget.pending`) and the model calls
 `ClassMixCommit` with its voxel logits and each level's voxel coordinates when the forward
-ends. That forward normalises with the average of the frames before it.
+ends. That forward itself normalises with the average as the frame's plain statistics
+would move it, so the frame is not served a frame late; the average keeps the weighted
+ones.
 """
 from __future__ import annotations
 

@@ -32,7 +32,8 @@ class RunningTarget:
     either the old average or the new one.
     `deferred`: an armed layer keeps its batch in `pending` instead, with the thread whose
     forward it came from (`pending_thread`), for that forward to weigh its rows once its
-    predictions exist (core/adapt/class_mix.py).
+    predictions exist (core/adapt/class_mix.py); that forward itself normalises with the
+    average as its batch's plain statistics would make it (`with_batch`).
     `gate`: while it returns False the layer keeps taking batches in but normalises with the
     source statistics (core/adapt/target_norm.py: the teacher's check); None = always open.
     """
@@ -51,14 +52,17 @@ class RunningTarget:
     def __deepcopy__(self, memo: dict) -> RunningTarget:
         return self
 
-    def add(self, batch_mean: torch.Tensor, batch_var: torch.Tensor) -> None:
-        self.count += 1
+    def with_batch(self, batch_mean: torch.Tensor, batch_var: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, var): the average once this batch is in, without taking it in."""
         if self.mean is None or self.var is None:
-            self.mean, self.var = batch_mean, batch_var
-        else:
-            weight = average_weight(self.momentum, self.count)
-            self.mean = torch.lerp(self.mean, batch_mean, weight)
-            self.var = torch.lerp(self.var, batch_var, weight)
+            return batch_mean, batch_var
+        weight = average_weight(self.momentum, self.count + 1)
+        return torch.lerp(self.mean, batch_mean, weight), torch.lerp(self.var, batch_var, weight)
+
+    def add(self, batch_mean: torch.Tensor, batch_var: torch.Tensor) -> None:
+        self.mean, self.var = self.with_batch(batch_mean, batch_var)
+        self.count += 1
 
     def clear(self) -> None:
         self.mean = self.var = self.pending = None
@@ -105,17 +109,22 @@ class PriorBatchNorm1d(nn.BatchNorm1d):
             return super().forward(x)
         mean, var = self.running_mean, self.running_var
         if target is not None:
+            target_mean, target_var = target.mean, target.var
             if target.armed and x.shape[0] > 1:
                 target.armed = False
+                with torch.no_grad():
+                    batch_var, batch_mean = torch.var_mean(x, dim=0, correction=1)
                 if target.deferred:
+                    # the weighted statistics join after the forward; this forward already
+                    # normalises with the frame in (its plain statistics), as without weights
                     target.pending, target.pending_thread = x.detach(), threading.get_ident()
+                    target_mean, target_var = target.with_batch(batch_mean, batch_var)
                 else:
-                    with torch.no_grad():
-                        batch_var, batch_mean = torch.var_mean(x, dim=0, correction=1)
                     target.add(batch_mean, batch_var)
-            if target.mean is not None and target.var is not None and (
+                    target_mean, target_var = target.mean, target.var
+            if target_mean is not None and target_var is not None and (
                     target.gate is None or target.gate()):
-                mean, var = target.mean, target.var
+                mean, var = target_mean, target_var
         if self._prior is not None and self._prior < 1.0 and x.shape[0] > 1:
             with torch.no_grad():  # statistics are constants for the gradient
                 batch_var, batch_mean = torch.var_mean(x, dim=0, correction=1)
