@@ -66,9 +66,15 @@ def raw_to_train_lut() -> np.ndarray:
     return lut
 
 
+def lookup_train_ids(lut: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """Train ids of raw .label values (uint32, instance in the upper 16 bits) through a
+    65536-entry lookup table of semantic id -> train id."""
+    return lut[np.asarray(raw, dtype=np.uint32) & 0xFFFF]
+
+
 def raw_to_train(raw: np.ndarray) -> np.ndarray:
-    """Map raw .label values (uint32, instance in the upper 16 bits) to train ids."""
-    return raw_to_train_lut()[np.asarray(raw, dtype=np.uint32) & 0xFFFF]
+    """Map raw .label values to train ids with the default learning map."""
+    return lookup_train_ids(raw_to_train_lut(), raw)
 
 
 def train_to_raw(train: np.ndarray) -> np.ndarray:

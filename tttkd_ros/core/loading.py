@@ -54,7 +54,8 @@ def load_engine(checkpoint: str, adapt: AdaptConfig, teacher: TeacherConfig,
     # the KD level reached in training is a yardstick only for the teacher it was reached with
     kd_reference = (loaded.teacher or {}).get("kd_loss") if same_teacher else None
     probe = TeacherProbe.from_extra(loaded.extra) if same_teacher else None
-    if adapt.target_norm_balance and loaded.class_shares is None:
+    normalises = adapt.mode != "none" and adapt.target_norm_levels > 0
+    if normalises and adapt.target_norm_balance and loaded.class_shares is None:
         warnings.warn(f"{checkpoint} records no training class shares, so target_norm_balance "
                       "has no class mix to weigh towards and the test-time statistics stay "
                       "plain; add them with `tttkd probe --checkpoint FILE --data "

@@ -65,7 +65,7 @@ from tqdm import tqdm
 from tttkd_ros.core.adapt.engine import AdaptationEngine
 from tttkd_ros.core.config import MODES, AdaptConfig, TeacherConfig, with_mode_preset
 from tttkd_ros.core.frame import UNLABELED, Frame, FrameStats, Prediction
-from tttkd_ros.core.labels import IGNORE_INDEX, LabelMap
+from tttkd_ros.core.labels import IGNORE_INDEX, LabelMap, lookup_train_ids
 from tttkd_ros.core.loading import load_engine, warm_up
 from tttkd_ros.core.metrics import ConfusionMatrix
 from tttkd_ros.ros.bag import LABELS_TOPIC, InputTopics, LabeledFrame, read_bag_frames, topic_info
@@ -218,7 +218,7 @@ class _Drive:
         self.untrusted.update(s.cameras_untrusted)
 
     def _score(self, item: LabeledFrame, pred: Prediction) -> float | None:
-        truth = self.lut[np.asarray(item.labels, dtype=np.uint32) & 0xFFFF]
+        truth = lookup_train_ids(self.lut, item.labels)
         frame_cm = ConfusionMatrix(self.num_classes)
         frame_cm.update(truth, pred.labels)
         self.total.matrix += frame_cm.matrix

@@ -32,7 +32,7 @@ from tttkd_ros.core.config import TEACHER_DIMS, ModelConfig, TeacherConfig
 from tttkd_ros.core.device.selection import resolve_device
 from tttkd_ros.core.frame import CameraView
 from tttkd_ros.core.intensity import IntensityReference
-from tttkd_ros.core.labels import IGNORE_INDEX
+from tttkd_ros.core.labels import IGNORE_INDEX, lookup_train_ids
 from tttkd_ros.core.metrics import ConfusionMatrix
 from tttkd_ros.core.model.checkpoint import CLASS_SHARES_KEY, load_checkpoint, save_checkpoint
 from tttkd_ros.core.model.feature_cache import FeatureCache
@@ -256,7 +256,7 @@ def probe_points(frames, teacher, lut: np.ndarray, num_classes: int, device: tor
         xyz = torch.from_numpy(np.ascontiguousarray(frame.points[:, :3])).to(device)
         with torch.no_grad():
             targets = teacher_targets(teacher, xyz, frame.cameras)
-        classes = lut[np.asarray(frame.labels, np.uint32) & 0xFFFF]
+        classes = lookup_train_ids(lut, frame.labels)
         classes = torch.from_numpy(classes.astype(np.int64))[targets.point_index.cpu()]
         known = classes < num_classes
         features.append(targets.features.cpu()[known])
@@ -296,7 +296,7 @@ def balanced_weights(frames, lut: np.ndarray, num_classes: int, power: float) ->
     """Cross-entropy weights of the frames' classes (`class_balance_weights`)."""
     counts = np.zeros(num_classes, dtype=np.float64)
     for frame in frames:
-        train_ids = lut[np.asarray(frame.labels, np.uint32) & 0xFFFF]
+        train_ids = lookup_train_ids(lut, frame.labels)
         counts += np.bincount(train_ids[train_ids < num_classes], minlength=num_classes)
     return class_balance_weights(torch.from_numpy(counts), power).float()
 
@@ -306,7 +306,7 @@ def class_shares(frames, lut: np.ndarray, num_classes: int, voxel_size: float) -
     among its points' classes (core/adapt/class_mix.py weighs test-time statistics by it)."""
     counts = torch.zeros(num_classes, dtype=torch.float64)
     for frame in frames:
-        train_ids = torch.from_numpy(lut[np.asarray(frame.labels, np.uint32) & 0xFFFF]
+        train_ids = torch.from_numpy(lookup_train_ids(lut, frame.labels)
                                      .astype(np.int64))
         grid = voxelize([torch.from_numpy(np.asarray(frame.points, np.float32))], voxel_size)
         per_voxel = torch.bincount(grid.inverse).double()
@@ -326,7 +326,7 @@ def _train_step(net, model, batch, lut: np.ndarray, teacher, args, augment: Augm
         points = apply_transform(frame.points[keep], A, augment.jitter_m, rng)
         points[:, 3] = random_intensity(augment, points[:, 3], rng)
         clouds.append(torch.from_numpy(points).to(device))
-        train_ids = lut[np.asarray(frame.labels, np.uint32)[keep] & 0xFFFF]
+        train_ids = lookup_train_ids(lut, frame.labels)[keep]
         labels.append(torch.from_numpy(train_ids.astype(np.int64)).to(device))
         views.append([CameraView(v.name, v.image, v.K, moved_extrinsic(v.T_cam_lidar, A), v.D)
                       for v in frame.cameras])
@@ -363,6 +363,6 @@ def evaluate(model, frames, lut: np.ndarray, device: torch.device) -> float:
     for frame in frames:
         pts = torch.from_numpy(frame.points).to(device)
         pred = model(voxelize([pts], model.cfg.voxel_size)).logits.argmax(1).cpu().numpy()
-        cm.update(lut[np.asarray(frame.labels, np.uint32) & 0xFFFF], pred)
+        cm.update(lookup_train_ids(lut, frame.labels), pred)
     return cm.miou()
 

@@ -3,7 +3,9 @@ share over its share of the frame, the coarser levels take their children's mean
 the engine takes a frame in with these weights once the forward has predicted it."""
 from __future__ import annotations
 
+import warnings
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,12 +168,26 @@ def test_the_async_schedule_weighs_each_forward_its_own_rows() -> None:
     assert all(t.count >= 5 and torch.isfinite(t.mean).all() for t in used)
 
 
-def test_a_checkpoint_without_class_shares_is_loaded_with_a_warning(tmp_path) -> None:
+def checkpoint_without_shares(tmp_path) -> Path:
     model = build_model(ModelConfig(backbone="tiny", voxel_size=0.2), "cpu")
     path = tmp_path / "old.pt"
     save_checkpoint(path, model, model.cfg, class_names=list(CLASS_NAMES),
                     palette=np.zeros((19, 3), np.uint8), teacher_name=TeacherConfig().name)
+    return path
+
+
+def test_a_checkpoint_without_class_shares_is_loaded_with_a_warning(tmp_path) -> None:
+    path = checkpoint_without_shares(tmp_path)
     with pytest.warns(UserWarning, match="records no training class shares"):
         loaded = load_engine(str(path), AdaptConfig(target_norm_balance=True),
                              TeacherConfig(image_height=28), "cpu")
     assert loaded.engine.target_norm.class_shares is None
+
+
+def test_a_checkpoint_without_class_shares_loads_quietly_where_nothing_normalises(
+        tmp_path) -> None:
+    path = checkpoint_without_shares(tmp_path)
+    for adapt in (AdaptConfig(mode="none"), AdaptConfig(target_norm_levels=0)):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*class shares.*")
+            load_engine(str(path), adapt, TeacherConfig(image_height=28), "cpu")
