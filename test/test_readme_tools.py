@@ -94,6 +94,7 @@ def test_the_training_guide_runs_on_a_folder_of_its_layout(tmp_path: Path) -> No
     import timm
     import torch
 
+    from tttkd_ros.core.model.checkpoint import load_checkpoint
     from tttkd_ros.data.drive import generate_drive
     from tttkd_ros.data.kitti import write_sequence
 
@@ -121,3 +122,7 @@ def test_the_training_guide_runs_on_a_folder_of_its_layout(tmp_path: Path) -> No
         assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     for name in ("skitti.ckpt", "skitti_4gpu.ckpt", "eval_08.json", "paired.ckpt"):
         assert (tmp_path / name).is_file(), name
+    # each torchrun rank counts its share of the frames; the checkpoint holds them all
+    single, ranks = (load_checkpoint(tmp_path / name, "cpu").class_shares
+                     for name in ("skitti.ckpt", "skitti_4gpu.ckpt"))
+    torch.testing.assert_close(ranks, single)

@@ -292,13 +292,24 @@ def learning_rate(peak: float, step: int, total: int, warmup: float = 0.1) -> fl
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def summed_over_ranks(counts: torch.Tensor) -> torch.Tensor:
+    """`counts` summed over the torchrun ranks, each of which counted its own share of the
+    frames, so that every rank (and the checkpoint) gets the whole training set's."""
+    if not torch.distributed.is_initialized():
+        return counts
+    on_gpu = torch.distributed.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
+    total = counts.to(f"cuda:{torch.cuda.current_device()}" if on_gpu else "cpu")
+    torch.distributed.all_reduce(total)
+    return total.cpu()
+
+
 def balanced_weights(frames, lut: np.ndarray, num_classes: int, power: float) -> torch.Tensor:
     """Cross-entropy weights of the frames' classes (`class_balance_weights`)."""
     counts = np.zeros(num_classes, dtype=np.float64)
     for frame in frames:
         train_ids = lookup_train_ids(lut, frame.labels)
         counts += np.bincount(train_ids[train_ids < num_classes], minlength=num_classes)
-    return class_balance_weights(torch.from_numpy(counts), power).float()
+    return class_balance_weights(summed_over_ranks(torch.from_numpy(counts)), power).float()
 
 
 def class_shares(frames, lut: np.ndarray, num_classes: int, voxel_size: float) -> list[float]:
@@ -312,6 +323,7 @@ def class_shares(frames, lut: np.ndarray, num_classes: int, voxel_size: float) -
         per_voxel = torch.bincount(grid.inverse).double()
         labelled = train_ids < num_classes
         counts.index_add_(0, train_ids[labelled], 1.0 / per_voxel[grid.inverse[labelled]])
+    counts = summed_over_ranks(counts)
     return (counts / counts.sum().clamp_min(1.0)).tolist()
 
 
