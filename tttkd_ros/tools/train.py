@@ -338,7 +338,7 @@ def _train_step(net, model, batch, lut: np.ndarray, teacher, args, augment: Augm
         points = apply_transform(frame.points[keep], A, augment.jitter_m, rng)
         points[:, 3] = random_intensity(augment, points[:, 3], rng)
         clouds.append(torch.from_numpy(points).to(device))
-        train_ids = lookup_train_ids(lut, frame.labels)[keep]
+        train_ids = lookup_train_ids(lut, np.asarray(frame.labels)[keep])
         labels.append(torch.from_numpy(train_ids.astype(np.int64)).to(device))
         views.append([CameraView(v.name, v.image, v.K, moved_extrinsic(v.T_cam_lidar, A), v.D)
                       for v in frame.cameras])

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from tttkd_ros.core.config import MODES, AdaptConfig, TeacherConfig
 from tttkd_ros.core.device.selection import resolve_device
+from tttkd_ros.core.labels import lookup_train_ids
 from tttkd_ros.core.loading import load_engine, warm_up
 from tttkd_ros.core.metrics import ConfusionMatrix
 from tttkd_ros.core.model.checkpoint import load_checkpoint
@@ -274,7 +275,7 @@ def run_stability(args: argparse.Namespace, teachers: dict, world: dict, device,
             for index, synth in enumerate(tqdm(drive, total=frames, unit="frame",
                                                desc=f"{label} {shift}",
                                                disable=args.no_progress)):
-                frame, truth = synth.to_frame(), lut[synth.labels & 0xFFFF]
+                frame, truth = synth.to_frame(), lookup_train_ids(lut, synth.labels)
                 for mode, engine in engines.items():
                     pred = engine.process(frame)
                     current[mode].update(truth, pred.labels)
