@@ -159,10 +159,15 @@ def train(args: argparse.Namespace) -> dict:
         model = build_model(mcfg, device)
     # the head learns (again, from --init) the features as --kd-features defines them
     model.cfg = mcfg = replace(mcfg, kd_center=args.kd_features == "centred")
-    train_frames = training_frames(args.data, args.train_seqs)[rank::world]
+    all_train_frames = training_frames(args.data, args.train_seqs)
+    train_frames = all_train_frames[rank::world]
     val_frames = training_frames(args.data, args.val_seqs) if rank == 0 else []
     if not train_frames:
         raise SystemExit(f"no training frames found in {args.data} (sequences {args.train_seqs})")
+    # the units the model learns intensity in, so that inputs in others can be scaled to
+    # them; from every training frame (each rank reads them all), as with one process
+    intensity = IntensityReference.of(f.points[:, 3] for f in all_train_frames)
+    del all_train_frames  # each rank keeps only its share
 
     teacher = None
     if args.kd_weight > 0 and any(f.cameras for f in train_frames):
@@ -186,8 +191,7 @@ def train(args: argparse.Namespace) -> dict:
 
     class_weight = balanced_weights(train_frames, lut, mcfg.num_classes,
                                     args.class_balance).to(device)
-    # the units the model learns intensity in, so that inputs in others can be scaled to them
-    extra = {"intensity": IntensityReference.of(f.points[:, 3] for f in train_frames).to_dict(),
+    extra = {"intensity": intensity.to_dict(),
              "teacher": teacher_record(tcfg),
              CLASS_SHARES_KEY: class_shares(train_frames, lut, mcfg.num_classes,
                                             mcfg.voxel_size)}
